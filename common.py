@@ -1,0 +1,1363 @@
+"""Everything the three notebooks share: data, augmentation, models, metrics, training, checkpoints, plots.
+
+Read top to bottom:
+    1. errors and small utilities
+    2. data: readers of Tiny ImageNet-200 and the moon set (folder or zip, decoded once into uint8
+       tensors, cached under data/), stratified splits, synthetic stand-ins in the same on-disk layouts
+    3. augmentation on whole batches of tensors (one affine grid per sample, image and mask together)
+    4. models: the classifier (its stages exposed as an encoder), one U-Net decoder, two U-Nets
+    5. metrics: IoU / Dice / pixel accuracy (micro and per image), top-k accuracy
+    6. training: one `fit` for all four models (resumable, atomic checkpoints, history CSV)
+    7. checkpoints: the contract `load_checkpoint(path) -> (model, meta)` and `preprocess(pil, meta)`
+    8. plots and widgets for the notebooks
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent
+DATA_DIR = ROOT / "data"                      # git-ignored: unpacked archives and tensor caches
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the course archives, when present beside the project
+WEIGHTS_DIR = ROOT / "weights"
+FIGURES_DIR = ROOT / "figures"
+INPUT_SIZE = 128
+
+TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+MOON_HINT = ("the course's MOON_SEGMENTATION_BINARY archive (or Kaggle's 'Artificial Lunar Rocky Landscape "
+             "Dataset' by Romain Pessia)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Errors and small utilities
+# ----------------------------------------------------------------------------------------------------
+class DataError(ValueError):
+    """A problem with the data on disk; the message names the path and says how to fix it."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not ours, is damaged, or does not fit the model it should build."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path) and move the result over `path` in one step: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def save_json(obj, path):
+    return atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2, ensure_ascii=False)))
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_device():
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast(device):
+    """bf16 autocast on CPU and on GPUs that have it, fp16 on older CUDA cards, nothing on MPS."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def environment():
+    """Versions and device, recorded in every checkpoint and shown in the notebooks."""
+    import torchvision
+    dev = default_device()
+    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or platform.machine()
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "device": f"{dev.type} ({name})",
+            "threads": torch.get_num_threads()}
+
+
+def count_params(model, trainable_only=False):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _progress(iterable, enabled, **kw):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Data
+# ----------------------------------------------------------------------------------------------------
+IMAGE_EXTS = {".jpeg", ".jpg", ".png"}
+
+
+def pil_to_rgb(im):
+    """PIL image of any mode -> HxWx3 uint8 array; transparent parts of RGBA/LA/palette images become black."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGB", im.size, (0, 0, 0))
+        bg.paste(rgba, mask=rgba.split()[-1])
+        im = bg
+    return np.asarray(im.convert("RGB"))
+
+
+def _open_rgb(path_or_file, what="image"):
+    """Decode an image fully into an RGB numpy array; grayscale, palette and RGBA images become RGB."""
+    try:
+        with Image.open(path_or_file) as im:
+            im.load()
+            return pil_to_rgb(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read {what} {path_or_file}: {e}. The file is truncated or not an image; "
+                        f"delete it or unpack the dataset again.") from e
+
+
+def resize(x, size):
+    """The one resize of the project: bilinear with antialiasing on float tensors (N,C,H,W)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x.float()
+    return F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def to_uint8(x):
+    return x.round().clamp_(0, 255).to(torch.uint8)
+
+
+def _resize_uint8(arr, size):
+    """HxWx3 uint8 array -> 3xSxS uint8 tensor with `resize`."""
+    x = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None]
+    return to_uint8(resize(x, size))[0]
+
+
+def _unpack_zip(zip_path):
+    """Unpack an archive once into data/<name>/ (a marker file says it finished) and return that folder."""
+    zip_path = Path(zip_path)
+    if not zipfile.is_zipfile(zip_path):
+        raise DataError(f"{zip_path} is not a zip archive (damaged download?). Download it again.")
+    dest = DATA_DIR / zip_path.stem
+    marker = dest / ".unpacked"
+    stamp = f"{zip_path.resolve()} {zip_path.stat().st_size}"
+    if marker.exists() and marker.read_text() == stamp:
+        return dest
+    print(f"unpacking {zip_path} -> {dest} (once)")
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(dest)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"cannot unpack {zip_path}: {e}. The archive is damaged; download it again.") from e
+    marker.write_text(stamp)
+    return dest
+
+
+def _locate(root, marker, name, hint):
+    """Find the dataset folder (the one containing `marker`) in root, in a zip, or one/two levels below."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{name} not found at {root}. Get it from {hint} and pass the folder or the zip.")
+    if root.is_file():
+        root = _unpack_zip(root)
+    for cand in [root, *sorted(root.glob("*")), *sorted(root.glob("*/*"))]:
+        if cand.is_dir() and (cand / marker).exists():
+            return cand
+    raise DataError(f"{root} does not look like {name}: no '{marker}' inside it (or one or two levels below). "
+                    f"Expected the official layout; get the data from {hint}.")
+
+
+def _cache_path(kind, key):
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return DATA_DIR / "cache" / f"{kind}-{digest}.pt"
+
+
+def _source_key(folder, files):
+    """Identify the source by its path and the names/sizes/mtimes of its files."""
+    h = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
+    return {"folder": str(Path(folder).resolve()), "files": h.hexdigest()}
+
+
+def _cached(kind, key, build):
+    path = _cache_path(kind, key)
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            path.unlink()
+    obj = build()
+    atomic_write(path, lambda p: torch.save(obj, p))
+    return obj
+
+
+def _decode_all(paths, decode, desc, progress=True):
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex:
+        return list(_progress(ex.map(decode, paths), progress and len(paths) > 500,
+                              total=len(paths), desc=desc, leave=False))
+
+
+@dataclass
+class ImageSet:
+    """Classification data held in memory: images uint8 (N,3,64,64), labels int64 (N,),
+    classes = wnids in label order, names = human-readable names (from words.txt)."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list
+    names: list
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, idx):
+        idx = torch.as_tensor(idx)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.names)
+
+
+@dataclass
+class MaskSet:
+    """Segmentation data held in memory: images uint8 (N,3,S,S), masks uint8 (N,1,S,S) of 0/1,
+    ids = frame numbers, orig_size = (W,H) of the frames on disk."""
+    images: torch.Tensor
+    masks: torch.Tensor
+    ids: list
+    orig_size: tuple = (0, 0)
+
+    def __len__(self):
+        return len(self.masks)
+
+    def subset(self, idx):
+        idx = torch.as_tensor(idx)
+        return MaskSet(self.images[idx], self.masks[idx], [self.ids[i] for i in idx.tolist()], self.orig_size)
+
+    @property
+    def coverage(self):
+        return self.masks.float().mean(dim=(1, 2, 3))
+
+
+def find_dataset(name):
+    """Where the notebooks look by default: data/ first, then ../shared/data (the course archives)."""
+    cands = {"tiny": ["tiny-imagenet-200", "tiny-imagenet-200.zip", "tiny-imagenet-200-train100",
+                      "tiny-imagenet-200-train100.zip"],
+             "moon": ["MOON_SEGMENTATION_BINARY", "MOON_SEGMENTATION_BINARY.zip",
+                      "MOON_SEGMENTATION_BINARY-800", "MOON_SEGMENTATION_BINARY-800.zip"]}[name]
+    for base in (DATA_DIR, SHARED_DATA):
+        for c in cands:
+            if (base / c).exists():
+                return base / c
+    return None
+
+
+def _tiny_classes(folder, classes):
+    wnids_file = folder / "wnids.txt"
+    wnids = [w.strip() for w in wnids_file.read_text().split() if w.strip()]
+    if classes is None:
+        chosen = wnids
+    elif isinstance(classes, int):
+        if classes < 1 or classes > len(wnids):
+            raise DataError(f"asked for {classes} classes but {wnids_file} lists {len(wnids)}. "
+                            f"Choose at most {len(wnids)}.")
+        chosen = wnids[:classes]
+    else:
+        chosen = list(classes)
+        unknown = [c for c in chosen if c not in wnids]
+        if unknown:
+            raise DataError(f"classes {unknown[:5]} are not listed in {wnids_file}.")
+    names = {}
+    words = folder / "words.txt"
+    if words.exists():
+        for line in words.read_text(encoding="utf-8", errors="replace").splitlines():
+            wnid, _, text = line.partition("\t")
+            names[wnid] = text.split(",")[0].strip()
+    return chosen, [names.get(c, c) for c in chosen]
+
+
+def read_tiny_imagenet(root, classes=None, split="train", size=64, progress=True):
+    """Read Tiny ImageNet-200 (official layout) into an `ImageSet`.
+
+    root: the dataset folder (with wnids.txt), a folder above it, or the zip.
+    classes: None (all of wnids.txt), N (the first N of wnids.txt) or a list of wnids.
+    split: "train" (train/<wnid>/images/*.JPEG) or "val" (val/images + val/val_annotations.txt).
+    Images are kept at their native 64x64 (any other size is resized to it); the model input is brought to
+    128x128 on the batch (see `BatchAugment` and `model_input`), so memory holds 4x less.
+    """
+    folder = _locate(root, "wnids.txt", "Tiny ImageNet-200", TINY_URL)
+    chosen, names = _tiny_classes(folder, classes)
+    label_of = {w: i for i, w in enumerate(chosen)}
+    files, labels = [], []
+    if split == "train":
+        for w in chosen:
+            d = folder / "train" / w / "images"
+            if not d.is_dir():
+                raise DataError(f"class folder {d} is missing (wnids.txt lists {w}). Unpack the dataset again "
+                                f"or choose classes that exist.")
+            imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            if not imgs:
+                raise DataError(f"class folder {d} holds no images. Unpack the dataset again.")
+            files += imgs
+            labels += [label_of[w]] * len(imgs)
+    elif split == "val":
+        ann = folder / "val" / "val_annotations.txt"
+        if not ann.exists():
+            raise DataError(f"{ann} is missing: the official val split needs val/images and val_annotations.txt.")
+        for line in ann.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1] in label_of:
+                p = folder / "val" / "images" / parts[0]
+                if not p.exists():
+                    raise DataError(f"{ann} names {parts[0]}, but {p} does not exist. Unpack the dataset again.")
+                files.append(p)
+                labels.append(label_of[parts[1]])
+        if not files:
+            raise DataError(f"{ann} names no image of the chosen classes.")
+    else:
+        raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+
+    key = {"source": _source_key(folder, files), "classes": chosen, "split": split, "size": size}
+
+    def build():
+        arrs = _decode_all(files, lambda f: _resize_uint8(_open_rgb(f), size), f"decoding {split}", progress)
+        return {"images": torch.stack(arrs), "labels": torch.tensor(labels, dtype=torch.int64)}
+
+    data = _cached("tiny", key, build)
+    return ImageSet(data["images"], data["labels"], chosen, names)
+
+
+def _mask_from_array(arr, path):
+    """Grayscale 0/255 (or 0/1) masks, or the original RGB convention (red sky, green small rocks,
+    blue large rocks, black ground) -> bool rock mask."""
+    if arr.ndim == 3 and arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1])
+                                                      and np.array_equal(arr[..., 1], arr[..., 2])):
+        rgb = arr[..., :3].astype(np.int16)
+        hi = rgb >= 128
+        pure = (np.abs(rgb - np.where(hi, 255, 0)) <= 60).all(-1)      # every channel near 0 or 255
+        one_hot = hi.sum(-1) <= 1                                       # black, red, green or blue
+        if not (pure & one_hot).mean() > 0.99:
+            raise DataError(f"mask {path} is RGB but not the dataset's colour convention "
+                            f"(black ground, red sky, green/blue rocks). Use 0/255 masks or the original ones.")
+        return hi[..., 1] | hi[..., 2]
+    g = arr if arr.ndim == 2 else arr[..., 0]
+    values = np.unique(g)
+    if set(values.tolist()) <= {0, 255}:
+        return g == 255
+    if set(values.tolist()) <= {0, 1}:
+        return g == 1
+    raise DataError(f"mask {path} has values {values[:8].tolist()}... but a binary mask holds only 0 and 255 "
+                    f"(or 0 and 1). Re-export the masks or use the course's binarised set.")
+
+
+def read_moon(root, size=INPUT_SIZE, progress=True):
+    """Read MOON_SEGMENTATION_BINARY (images/render/renderNNNN.png + images/ground/groundNNNN.png) into a
+    `MaskSet` at size x size.
+
+    Whole frames are resized (not cropped) to size x size with `resize`, so every output pixel maps to a
+    known region of the frame whatever its size (360x240 here, 720x480 originals): the 3:2 frame is squeezed
+    horizontally by 1.5. Masks are resized as area fractions and thresholded at 0.5.
+    A mask of another size than its render is resized to the render's size first (with a warning).
+    """
+    folder = _locate(root, "images/render", "the moon set (MOON_SEGMENTATION_BINARY)", MOON_HINT)
+    rdir, gdir = folder / "images" / "render", folder / "images" / "ground"
+    if not gdir.is_dir():
+        raise DataError(f"{gdir} is missing: every render needs its mask in images/ground/groundNNNN.png.")
+    num = lambda p, pre: p.stem[len(pre):]
+    renders = {num(p, "render"): p for p in rdir.iterdir()
+               if p.suffix.lower() in IMAGE_EXTS and p.stem.startswith("render")}
+    grounds = {num(p, "ground"): p for p in gdir.iterdir()
+               if p.suffix.lower() in IMAGE_EXTS and p.stem.startswith("ground")}
+    if not renders:
+        raise DataError(f"{rdir} holds no renderNNNN.png files.")
+    if set(renders) - set(grounds):
+        k = sorted(set(renders) - set(grounds))[0]
+        raise DataError(f"render {renders[k]} has no mask {gdir}/ground{k}.png. Restore the mask or remove "
+                        f"the render.")
+    if set(grounds) - set(renders):
+        k = sorted(set(grounds) - set(renders))[0]
+        raise DataError(f"mask {grounds[k]} has no render {rdir}/render{k}.png. Restore the render or remove "
+                        f"the mask.")
+    ids = sorted(renders)
+    files = [renders[i] for i in ids] + [grounds[i] for i in ids]
+    key = {"source": _source_key(folder, files), "size": size}
+
+    def decode(i):
+        img = _open_rgb(renders[i], "render")
+        try:
+            with Image.open(grounds[i]) as m:
+                m.load()
+                marr = np.asarray(m.convert("RGB") if m.mode in ("P", "RGBA", "LA", "CMYK") else m)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"cannot read mask {grounds[i]}: {e}. Unpack the dataset again.") from e
+        mask = _mask_from_array(marr, grounds[i])
+        if mask.shape != img.shape[:2]:
+            print(f"warning: mask {grounds[i].name} is {mask.shape[1]}x{mask.shape[0]} but its render is "
+                  f"{img.shape[1]}x{img.shape[0]}; resizing the mask to the render")
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (img.shape[1], img.shape[0]), Image.BILINEAR)) >= 128
+        m = resize(torch.from_numpy(mask.astype(np.float32))[None, None], size)[0] >= 0.5
+        return _resize_uint8(img, size), m.to(torch.uint8), (img.shape[1], img.shape[0])
+
+    def build():
+        out = _decode_all(ids, decode, "decoding moon frames", progress)
+        return {"images": torch.stack([o[0] for o in out]), "masks": torch.stack([o[1] for o in out]),
+                "orig_size": torch.tensor(out[0][2])}
+
+    data = _cached("moon", key, build)
+    return MaskSet(data["images"], data["masks"], [int(i) if i.isdigit() else i for i in ids],
+                   tuple(data["orig_size"].tolist()))
+
+
+def stratified_split(strata, val_fraction=0.1, seed=0):
+    """Stratified train/val indices (scikit-learn, fixed seed)."""
+    from sklearn.model_selection import train_test_split
+    strata = np.asarray(strata)
+    idx = np.arange(len(strata))
+    tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=strata)
+    return np.sort(tr), np.sort(va)
+
+
+def coverage_bins(coverage, n_bins=5):
+    """Quantile bins of rock coverage, the strata of the moon split."""
+    cov = np.asarray(coverage, dtype=np.float64)
+    edges = np.quantile(cov, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.searchsorted(edges, cov, side="right")
+
+
+# --- synthetic stand-ins in the same on-disk layouts ------------------------------------------------
+def _synthetic_class_image(rng, k, n_classes, size=64):
+    """Class k: a hue and a stripe orientation of its own, with random phase, noise and brightness."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    angle = math.pi * k / n_classes
+    freq = 3 + (k % 3) * 2
+    phase = rng.uniform(0, 2 * math.pi)
+    stripes = 0.5 + 0.5 * np.sin(2 * math.pi * freq * (xx * math.cos(angle) + yy * math.sin(angle)) + phase)
+    hue = k / n_classes
+    base = np.array([0.5 + 0.5 * math.cos(2 * math.pi * (hue + s)) for s in (0, 1 / 3, 2 / 3)], np.float32)
+    img = base[None, None] * (0.4 + 0.6 * stripes[..., None]) * rng.uniform(0.7, 1.1)
+    img += rng.normal(0, 0.06, img.shape).astype(np.float32)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def make_synthetic_tiny_imagenet(root, n_classes=10, n_train=50, n_val=10, seed=0):
+    """Write a small Tiny-ImageNet-shaped dataset (train + val with val_annotations.txt) into `root`.
+    Classes differ in hue and stripe orientation, so a small CNN can learn them apart; every 9th image is
+    grayscale, as ~2% of the real ones are. Deterministic for a seed. Returns root."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    wnids = [f"n9{k:07d}" for k in range(n_classes)]
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    (root / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "words.txt").write_text("".join(f"{w}\tsynthetic class {k}, stripes\n" for k, w in enumerate(wnids)))
+
+    def save(arr, path, i):
+        im = Image.fromarray(arr)
+        (im.convert("L") if i % 9 == 4 else im).save(path, quality=90)
+
+    ann = []
+    for k, w in enumerate(wnids):
+        d = root / "train" / w / "images"
+        d.mkdir(parents=True, exist_ok=True)
+        boxes = []
+        for i in range(n_train):
+            save(_synthetic_class_image(rng, k, n_classes), d / f"{w}_{i}.JPEG", i)
+            boxes.append(f"{w}_{i}.JPEG\t0\t0\t63\t63")
+        (root / "train" / w / f"{w}_boxes.txt").write_text("\n".join(boxes) + "\n")
+        for i in range(n_val):
+            name = f"val_{k * n_val + i}.JPEG"
+            save(_synthetic_class_image(rng, k, n_classes), root / "val" / "images" / name, i)
+            ann.append(f"{name}\t{w}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    return root
+
+
+def _smooth_noise(rng, h, w, cells):
+    """Low-frequency noise in [0,1]: random values on a coarse grid, upsampled bicubically."""
+    small = rng.random((cells, max(2, cells * w // h))).astype(np.float32)
+    t = F.interpolate(torch.from_numpy(small)[None, None], size=(h, w), mode="bicubic", align_corners=False)
+    return t[0, 0].clamp(0, 1).numpy()
+
+
+def make_synthetic_moon(root, n=40, size=(720, 480), seed=0):
+    """Write procedural lunar scenes in the moon set's layout (images/render, images/ground) into `root`:
+    a dark sky band, shaded regolith with texture, rocks of many sizes lit from one side with shadows;
+    the ground masks mark the rocks (0/255). Deterministic for a seed. Returns root."""
+    root = Path(root)
+    w, h = size
+    (root / "images" / "render").mkdir(parents=True, exist_ok=True)
+    (root / "images" / "ground").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i in range(1, n + 1):
+        horizon = rng.uniform(0.1, 0.3) * h
+        ground = 0.35 + 0.25 * _smooth_noise(rng, h, w, 6) + 0.1 * _smooth_noise(rng, h, w, 40)
+        ground *= 0.6 + 0.4 * (yy / h)                                  # darker towards the horizon
+        img = np.repeat(ground[..., None], 3, axis=2) * np.array([1.0, 0.97, 0.92], np.float32)
+        mask = np.zeros((h, w), bool)
+        light = rng.uniform(0, 2 * math.pi)
+        lx, ly = math.cos(light), math.sin(light)
+        n_rocks = rng.integers(8, 30)
+        for _ in range(n_rocks):
+            cy = rng.uniform(horizon + 5, h)
+            depth = (cy - horizon) / (h - horizon)                       # nearer rocks look bigger
+            r = float(np.clip(rng.lognormal(math.log(6 + 30 * depth), 0.5), 2, h / 4))
+            cx = rng.uniform(0, w)
+            ry = r * rng.uniform(0.5, 0.9)
+            dx, dy = (xx - cx) / r, (yy - cy) / ry
+            d2 = dx * dx + dy * dy
+            shadow = ((xx - cx + lx * r * 0.8) / r) ** 2 + ((yy - cy + ly * ry * 0.8) / ry) ** 2 < 1.2
+            img[shadow & ~mask] *= 0.35
+            rock = d2 < 1
+            shade = np.clip(0.55 + 0.45 * (-dx * lx - dy * ly) + 0.15 * _smooth_noise(rng, h, w, 30), 0.1, 1.2)
+            img[rock] = (shade[rock, None] * rng.uniform(0.6, 0.9)) * np.array([1.0, 0.98, 0.95], np.float32)
+            mask |= rock
+        sky = yy < horizon + 4 * np.sin(xx / w * rng.uniform(3, 9) * math.pi)
+        img[sky] = 0.03 + 0.02 * rng.random((int(sky.sum()), 1))
+        mask &= ~sky
+        img = np.clip(img + rng.normal(0, 0.015, img.shape), 0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / "images" / "render" / f"render{i:04d}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "images" / "ground" / f"ground{i:04d}.png")
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. Augmentation on batches of tensors
+# ----------------------------------------------------------------------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(x, mean, std):
+    """float 0..255 (N,3,H,W) -> normalised float."""
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255
+    return (x - m) / s
+
+
+@dataclass
+class AugmentConfig:
+    """Per-sample random parameters; one affine grid per sample carries crop, flips, rotation together."""
+    scale: tuple = (0.35, 1.0)      # area fraction of the random resized crop
+    ratio: tuple = (3 / 4, 4 / 3)   # aspect ratio of the crop
+    hflip: bool = True
+    vflip: bool = False
+    rotate: float = 0.0             # max degrees
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    hue: float = 0.0                # not used (kept at 0: costly, and it gains nothing on these sets)
+
+
+class BatchAugment:
+    """Augments a uint8 batch (N,3,h,w) [+ mask (N,1,h,w)] into float (N,3,S,S) [+ (N,1,S,S)] on its device.
+
+    Geometry: random resized crop + flips + rotation as one affine matrix per sample, applied with a single
+    `grid_sample` (bilinear) to the image and the mask (mask re-thresholded at 0.5), so both move together.
+    Colour: brightness, contrast and saturation factors per sample, vectorised.
+    """
+
+    def __init__(self, cfg: AugmentConfig, out_size=INPUT_SIZE):
+        self.cfg, self.out_size = cfg, out_size
+
+    def _theta(self, n, gen, device):
+        c = self.cfg
+        u = lambda: torch.rand(n, generator=gen)
+        area = c.scale[0] + (c.scale[1] - c.scale[0]) * u()
+        log_r = math.log(c.ratio[0]) + (math.log(c.ratio[1]) - math.log(c.ratio[0])) * u()
+        r = torch.exp(log_r)
+        sx = torch.sqrt(area * r).clamp(max=1.0)          # half-extent of the crop in [-1,1] coordinates
+        sy = torch.sqrt(area / r).clamp(max=1.0)
+        tx = (1 - sx) * (2 * u() - 1)
+        ty = (1 - sy) * (2 * u() - 1)
+        ang = (2 * u() - 1) * math.radians(c.rotate)
+        fx = torch.where(u() < 0.5, -1.0, 1.0) if c.hflip else torch.ones(n)
+        fy = torch.where(u() < 0.5, -1.0, 1.0) if c.vflip else torch.ones(n)
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        theta = torch.stack([torch.stack([sx * cos * fx, -sx * sin * fy, tx], 1),
+                             torch.stack([sy * sin * fx, sy * cos * fy, ty], 1)], 1)
+        return theta.to(device)
+
+    def _colour(self, x, gen):
+        c, n = self.cfg, x.shape[0]
+        f = lambda a: (1 + (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1) * a).to(x.device)
+        x = x * f(c.brightness)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * f(c.contrast) + mean
+        gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        x = (x - gray) * f(c.saturation) + gray
+        return x.clamp_(0, 255)
+
+    def __call__(self, x, mask=None, gen=None):
+        n, s = x.shape[0], self.out_size
+        theta = self._theta(n, gen, x.device)
+        grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
+        img = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        img = self._colour(img, gen)
+        if mask is None:
+            return img
+        m = F.grid_sample(mask.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return img, (m >= 0.5).float()
+
+
+def model_input(x, size=INPUT_SIZE):
+    """Validation-time geometry: the whole image resized to size x size (float 0..255)."""
+    return resize(x, size)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. Models
+# ----------------------------------------------------------------------------------------------------
+def conv_bn(cin, cout, k=3, stride=1, act=True):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if act else nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Conv-BN-ReLU-Conv-BN plus identity (or 1x1 stride-s projection) shortcut, then ReLU."""
+
+    def __init__(self, cin, cout, stride=1):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(cin, cout, 3, stride), conv_bn(cout, cout, 3, 1, act=False))
+        self.short = (nn.Identity() if stride == 1 and cin == cout
+                      else conv_bn(cin, cout, 1, stride, act=False))
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.short(x), inplace=True)
+
+
+class ClassifierEncoder(nn.Module):
+    """The classifier's convolutional stages. `stages[i]` maps stage i-1's output to stage i's;
+    `out_channels[i]` and `strides[i]` describe each stage's output (smp-style), so a U-Net can reuse them.
+
+    stem: 128x128 inputs are 64x64 images upscaled, so the stem goes to 64x64 at once with a stride-2 conv
+    (no information is lost, and every later stage costs 4x less than at 128x128).
+    """
+
+    def __init__(self, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1)):
+        super().__init__()
+        self.widths, self.blocks = tuple(widths), tuple(blocks)
+        stages = [nn.Sequential(conv_bn(3, widths[0], 3, 2),
+                                *[BasicBlock(widths[0], widths[0]) for _ in range(blocks[0] - 1)])]
+        for i in range(1, len(widths)):
+            stages.append(nn.Sequential(BasicBlock(widths[i - 1], widths[i], 2),
+                                        *[BasicBlock(widths[i], widths[i]) for _ in range(blocks[i] - 1)]))
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = list(widths)
+        self.strides = [2 ** (i + 1) for i in range(len(widths))]
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class Classifier(nn.Module):
+    """Own ResNet-like CNN for 128x128x3: encoder stages, then global average pooling, dropout, linear."""
+
+    def __init__(self, num_classes, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1), dropout=0.1):
+        super().__init__()
+        self.config = {"arch": "classifier", "num_classes": num_classes, "widths": list(widths),
+                       "blocks": list(blocks), "dropout": dropout}
+        self.encoder = ClassifierEncoder(widths, blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(widths[-1], num_classes))
+
+    def forward(self, x):
+        return self.head(self.encoder(x)[-1])
+
+
+class UNetEncoder(nn.Module):
+    """The plain U-Net encoder: a double Conv-BN-ReLU at full resolution, then 4 levels each downsampled
+    by 2x2 max-pooling followed by a double conv. Outputs at strides 1, 2, 4, 8, 16."""
+
+    def __init__(self, widths=(32, 64, 128, 160, 192)):
+        super().__init__()
+        self.widths = tuple(widths)
+        stages, cin = [], 3
+        for i, w in enumerate(widths):
+            pool = [nn.MaxPool2d(2)] if i else []
+            stages.append(nn.Sequential(*pool, conv_bn(cin, w), conv_bn(w, w)))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = list(widths)
+        self.strides = [2 ** i for i in range(len(widths))]
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class AdaptedEncoder(nn.Module):
+    """A classifier's encoder with 1x1 Conv-BN-ReLU adapters that bring each stage to the decoder's widths.
+    Freezing touches only the classifier's stages; the adapters always train."""
+
+    def __init__(self, backbone: ClassifierEncoder, widths):
+        super().__init__()
+        self.backbone = backbone
+        self.adapters = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(backbone.out_channels, widths))
+        self.out_channels = list(widths)
+        self.strides = list(backbone.strides)
+
+    def forward(self, x):
+        return [a(f) for a, f in zip(self.adapters, self.backbone(x))]
+
+
+class UNetDecoder(nn.Module):
+    """One decoder for both U-Nets (smp-style): from the deepest feature up, each step interpolates to the
+    next skip's size (x2 when strides differ by 2; any mismatch is absorbed), concatenates it and applies a
+    double Conv-BN-ReLU. A 1x1 head gives 1-channel logits, interpolated to the input size if the shallowest
+    skip is not at full resolution."""
+
+    def __init__(self, encoder_channels, decoder_channels):
+        super().__init__()
+        enc = list(encoder_channels)[::-1]           # deepest first
+        blocks, cin = [], enc[0]
+        for skip, cout in zip(enc[1:], decoder_channels):
+            blocks.append(nn.Sequential(conv_bn(cin + skip, cout), conv_bn(cout, cout)))
+            cin = cout
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(cin, 1, 1)
+
+    def forward(self, feats, out_size):
+        feats = feats[::-1]
+        x = feats[0]
+        for block, skip in zip(self.blocks, feats[1:]):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        x = self.head(x)
+        if x.shape[-2:] != out_size:
+            x = F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
+        return x
+
+
+class SegmentationModel(nn.Module):
+    """Encoder + `UNetDecoder`; returns logits (N,1,H,W). Built by `unet()` or `backbone_unet()`."""
+
+    def __init__(self, encoder, decoder_channels, config):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.decoder = UNetDecoder(encoder.out_channels, decoder_channels)
+        self.encoder_frozen = False
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x), x.shape[-2:])
+
+    # Freezing: only a backbone encoder can be frozen (the classifier's stages).
+    def _frozen_part(self):
+        return getattr(self.encoder, "backbone", self.encoder)
+
+    def freeze_encoder(self):
+        """Stop gradients into the classifier's stages and keep their BatchNorm statistics fixed."""
+        for p in self._frozen_part().parameters():
+            p.requires_grad_(False)
+        self.encoder_frozen = True
+        self._frozen_part().eval()
+        return self
+
+    def unfreeze_encoder(self):
+        for p in self._frozen_part().parameters():
+            p.requires_grad_(True)
+        self.encoder_frozen = False
+        self._frozen_part().train(self.training)
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.encoder_frozen:
+            self._frozen_part().eval()   # frozen BN layers stay in eval mode even after model.train()
+        return self
+
+    def encoder_parameters(self):
+        return list(self._frozen_part().parameters())
+
+
+def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
+    """The base U-Net: 4 max-pool levels down, 4 up, skips at every level, base width 32."""
+    cfg = {"arch": "unet", "widths": list(widths), "decoder": list(decoder)}
+    return SegmentationModel(UNetEncoder(widths), decoder, cfg)
+
+
+def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=(128, 96, 64, 32)):
+    """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters; the same decoder
+    as `unet`, ending at stride 2 and interpolated to full size. Load the classifier's weights with
+    `load_backbone`."""
+    cls_cfg = {k: v for k, v in classifier_config.items()}
+    backbone = ClassifierEncoder(cls_cfg["widths"], cls_cfg["blocks"])
+    cfg = {"arch": "backbone_unet", "classifier": cls_cfg, "adapters": list(adapters), "decoder": list(decoder)}
+    return SegmentationModel(AdaptedEncoder(backbone, adapters), decoder, cfg)
+
+
+def load_backbone(seg_model, classifier):
+    """Copy a trained classifier's encoder weights into a backbone U-Net (the head is dropped)."""
+    seg_model.encoder.backbone.load_state_dict(classifier.encoder.state_dict())
+    return seg_model
+
+
+def build_model(config):
+    """Rebuild any of the project's models from its `config` dict (stored in every checkpoint)."""
+    config = dict(config)
+    arch = config.pop("arch", None)
+    if arch == "classifier":
+        return Classifier(**config)
+    if arch == "unet":
+        return unet(**config)
+    if arch == "backbone_unet":
+        return backbone_unet(config["classifier"], config["adapters"], config["decoder"])
+    raise CheckpointError(f"unknown architecture {arch!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. Metrics
+# ----------------------------------------------------------------------------------------------------
+def confusion_counts(logits, target, threshold=0.5):
+    """Per-image tp, fp, fn, tn (int64, shape (N,)) for binary masks; rock = sigmoid(logit) > threshold."""
+    pred = torch.sigmoid(logits.float()) > threshold
+    t = target > 0.5
+    dims = tuple(range(1, pred.dim()))
+    tp = (pred & t).sum(dims)
+    fp = (pred & ~t).sum(dims)
+    fn = (~pred & t).sum(dims)
+    tn = (~pred & ~t).sum(dims)
+    return torch.stack([tp, fp, fn, tn], 1).long()
+
+
+def seg_metrics(counts):
+    """IoU, Dice, pixel accuracy from (N,4) counts: micro (global sums over the split) and per-image means.
+    Empty rule: an image with no rock in mask and prediction has IoU = Dice = 1 (nothing to find, nothing
+    found); micro metrics are 0/0 only if the whole split has no rock, and then also 1."""
+    c = counts.double()
+    tp, fp, fn, tn = c.unbind(1)
+    div = lambda a, b: torch.where(b > 0, a / b.clamp(min=1), torch.ones_like(a))
+    T = c.sum(0)
+    out = {"iou": float(div(T[0], T[0] + T[1] + T[2])), "dice": float(div(2 * T[0], 2 * T[0] + T[1] + T[2])),
+           "pixel_acc": float((T[0] + T[3]) / T.sum())}
+    out["iou_per_image"] = float(div(tp, tp + fp + fn).mean())
+    out["dice_per_image"] = float(div(2 * tp, 2 * tp + fp + fn).mean())
+    return out
+
+
+def per_image_iou(counts):
+    c = counts.double()
+    tp, fp, fn, _ = c.unbind(1)
+    return torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp(min=1), torch.ones_like(tp))
+
+
+def topk_correct(logits, labels, ks=(1, 5)):
+    """Number of samples whose label is among the top-k logits, for each k."""
+    top = logits.topk(max(ks), dim=1).indices
+    hit = top == labels[:, None]
+    return {k: int(hit[:, :k].any(1).sum()) for k in ks}
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. Training: one `fit` for all four models
+# ----------------------------------------------------------------------------------------------------
+def dice_loss(logits, target, eps=1.0):
+    p = torch.sigmoid(logits.float())
+    inter = (p * target).sum((1, 2, 3))
+    return (1 - (2 * inter + eps) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + eps)).mean()
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    optimizer: str = "adamw"           # "adamw" or "sgd"
+    schedule: str = "onecycle"         # "onecycle" or "cosine"
+    warmup: float = 0.15               # fraction of steps (one-cycle) / epochs of linear warm-up (cosine)
+    label_smoothing: float = 0.1       # classification
+    bce_weight: float = 1.0            # segmentation: loss = bce_weight * BCE + dice_weight * Dice
+    dice_weight: float = 1.0
+    threshold: float = 0.5             # segmentation metric threshold during training
+    freeze_encoder_epochs: int = 0     # backbone U-Net: epochs with the encoder frozen (-1: always)
+    encoder_lr_mult: float = 1.0       # backbone U-Net: encoder lr = lr * this
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    max_steps_per_epoch: int = 0       # 0 = full epochs (tests and benchmarks cap it)
+
+
+class Task:
+    """What differs between classification and segmentation: the loss, the metrics, the monitored metric."""
+    monitor = ""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+
+class ClassificationTask(Task):
+    name, monitor = "classification", "val_top1"
+
+    def batch(self, data, idx):
+        return data.images[idx], data.labels[idx]
+
+    def loss(self, out, y):
+        return F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing)
+
+    def start(self):
+        self.n, self.correct = 0, {1: 0, 5: 0}
+
+    def update(self, out, y):
+        self.n += len(y)
+        for k, v in topk_correct(out.float(), y, (1, min(5, out.shape[1]))).items():
+            self.correct[k if k == 1 else 5] += v
+
+    def result(self):
+        return {"top1": self.correct[1] / max(self.n, 1), "top5": self.correct[5] / max(self.n, 1)}
+
+
+class SegmentationTask(Task):
+    name, monitor = "segmentation", "val_iou"
+
+    def batch(self, data, idx):
+        return data.images[idx], data.masks[idx]
+
+    def loss(self, out, y):
+        c = self.cfg
+        return (c.bce_weight * F.binary_cross_entropy_with_logits(out.float(), y)
+                + c.dice_weight * dice_loss(out, y))
+
+    def start(self):
+        self.counts = []
+
+    def update(self, out, y):
+        self.counts.append(confusion_counts(out, y, self.cfg.threshold).cpu())
+
+    def result(self):
+        m = seg_metrics(torch.cat(self.counts))
+        return {k: m[k] for k in ("iou", "dice", "pixel_acc")}
+
+
+def make_task(data, cfg):
+    return SegmentationTask(cfg) if isinstance(data, MaskSet) else ClassificationTask(cfg)
+
+
+def _to_device(model, device):
+    model.to(device)
+    if device.type != "mps":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _prepare(x, y, task, device, train, aug, gen, mean, std):
+    """uint8 batch on `device` -> normalised float input (channels_last) and float/long target."""
+    x = x.to(device, non_blocking=True)
+    y = y.to(device, non_blocking=True)
+    if isinstance(task, SegmentationTask):
+        if train:
+            x, y = aug(x, y, gen)
+        else:
+            x, y = model_input(x), y.float()
+    else:
+        x = aug(x, gen=gen) if train else model_input(x)
+    x = normalize(x, mean, std).contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+@torch.no_grad()
+def predict(model, images, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=False):
+    """Logits for a uint8 batch (N,3,h,w) in validation geometry (float32 on CPU). tta: average with the
+    horizontal flip."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(model_input(images[i:i + batch_size].to(device)), mean, std)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            out = model(x).float()
+            if tta:
+                flipped = model(x.flip(-1)).float()
+                out = (out + (flipped.flip(-1) if out.dim() == 4 else flipped)) / 2
+        outs.append(out.cpu())
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def evaluate(model, data, task, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Validation loss and the task's metrics on a whole split."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    task.start()
+    total, n = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(data)))
+        x, y = _prepare(*task.batch(data, idx), task, device, False, None, None, mean, std)
+        with autocast(device):
+            out = model(x)
+        total += float(task.loss(out, y)) * len(idx)
+        n += len(idx)
+        task.update(out.float(), y)
+    return {"loss": total / max(n, 1), **task.result()}
+
+
+def _param_groups(model, cfg):
+    """Weight decay on conv/linear weights only; a separate (lower-lr) group for a backbone encoder."""
+    enc = {id(p) for p in (model.encoder_parameters() if hasattr(model, "encoder_parameters")
+                           and hasattr(model.encoder, "backbone") else [])}
+    groups = {}
+    for p in model.parameters():
+        key = ("enc" if id(p) in enc else "rest", p.dim() > 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (part, decay), params in sorted(groups.items()):
+        mult = cfg.encoder_lr_mult if part == "enc" else 1.0
+        out.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult})
+    return out
+
+
+def _make_optimizer(model, cfg, steps_total):
+    groups = _param_groups(model, cfg)
+    for g in groups:
+        g["lr"] = cfg.lr * g["lr_mult"]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {cfg.optimizer!r}")
+    if cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in groups], total_steps=steps_total, pct_start=cfg.warmup,
+            div_factor=25, final_div_factor=1e3)
+    elif cfg.schedule == "cosine":
+        warm = max(1, int(cfg.warmup * steps_total))
+        f = lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) /
+                                                                          max(1, steps_total - warm)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, f)
+    else:
+        raise ValueError(f"schedule must be 'onecycle' or 'cosine', not {cfg.schedule!r}")
+    return opt, sched
+
+
+def _config_dict(cfg):
+    d = asdict(cfg)
+    d.pop("max_steps_per_epoch", None)
+    return d
+
+
+def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, meta=None):
+    """Train `model` on `train` (ImageSet or MaskSet), validate on `val` after every epoch.
+
+    out_dir/last.pt   state after the last finished epoch (model, optimiser, schedule, history): written
+                      atomically after every epoch; calling `fit` again with the same config resumes there.
+    out_dir/best.pt   the model at the best value of the monitored metric (val_top1 / val_iou), in the
+                      checkpoint format of `load_checkpoint`.
+    out_dir/history.csv  one row per epoch.
+    Randomness (shuffling, augmentation) is drawn from generators seeded by (seed, epoch), so a resumed run
+    repeats an uninterrupted one exactly on CPU. Returns the history as a pandas DataFrame.
+    """
+    import pandas as pd
+    device = torch.device(device) if device else default_device()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task = make_task(train, cfg)
+    aug = BatchAugment(cfg.augment)
+    seed_everything(cfg.seed)
+    _to_device(model, device)
+    if device.type == "cuda":   # the whole dataset lives on the GPU as uint8 and is augmented there
+        train = copy.copy(train)
+        train.images = train.images.to(device)
+        if isinstance(train, MaskSet):
+            train.masks = train.masks.to(device)
+        else:
+            train.labels = train.labels.to(device)
+    n_batches = len(train) // cfg.batch_size or 1
+    if cfg.max_steps_per_epoch:
+        n_batches = min(n_batches, cfg.max_steps_per_epoch)
+    opt, sched = _make_optimizer(model, cfg, cfg.epochs * n_batches)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    history, start_epoch, best = [], 0, -float("inf")
+    run_key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
+                                     "n_train": len(train), "n_val": len(val)}))
+
+    last = out_dir / "last.pt"
+    if last.exists():
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise CheckpointError(f"{last} is damaged ({e}); delete it to start this run from scratch.") from e
+        if state.get("run_key") == run_key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            history, start_epoch, best = state["history"], state["epoch"], state["best"]
+            if progress:
+                print(f"resuming from {last}: {start_epoch} of {cfg.epochs} epochs done")
+        elif progress:
+            print(f"{last} belongs to another configuration; starting afresh")
+
+    frozen_epochs = cfg.freeze_encoder_epochs if hasattr(model, "freeze_encoder") else 0
+    for epoch in range(start_epoch, cfg.epochs):
+        if frozen_epochs < 0 or epoch < frozen_epochs:
+            model.freeze_encoder()
+        elif hasattr(model, "unfreeze_encoder") and model.encoder_frozen:
+            model.unfreeze_encoder()
+        torch.manual_seed(cfg.seed * 100003 + epoch)             # dropout etc.
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        perm = torch.randperm(len(train), generator=gen)
+        model.train()
+        t0, total, seen = time.time(), 0.0, 0
+        bar = _progress(range(n_batches), progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for b in bar:
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, y = _prepare(*task.batch(train, idx.to(train.images.device)), task, device, True, aug, gen,
+                            mean, std)
+            with autocast(device):
+                out = model(x)
+            loss = task.loss(out, y)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the loss became {float(loss.detach())} in epoch {epoch + 1}, batch {b + 1}. "
+                                    f"Lower the learning rate (now {cfg.lr}) or check the data; the last good "
+                                    f"checkpoint ({last}, epoch {start_epoch if epoch == start_epoch else epoch}) "
+                                    f"is kept.")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            if progress and b % 10 == 0:
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+        train_time = time.time() - t0
+        val_metrics = evaluate(model, val, task, device=device, mean=mean, std=std)
+        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
+               **{f"val_{k}": v for k, v in val_metrics.items()},
+               "lr": opt.param_groups[-1]["lr"], "epoch_time_s": train_time,
+               "images_per_s": seen / max(train_time, 1e-9)}
+        history.append(row)
+        improved = row[task.monitor] > best
+        if improved:
+            best = row[task.monitor]
+            m = {**(meta or {}), "epoch": epoch + 1, "metrics": {k: v for k, v in row.items()
+                                                                if k.startswith("val_")}}
+            save_checkpoint(out_dir / "best.pt", model, task=task.name, mean=mean, std=std, **m)
+        pd.DataFrame(history).to_csv(out_dir / ".history.csv.tmp", index=False)
+        os.replace(out_dir / ".history.csv.tmp", out_dir / "history.csv")
+        state = {"run_key": run_key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best}
+        atomic_write(last, lambda p: torch.save(state, p))
+        if progress:
+            print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_loss", "val_"))) +
+                f" ({train_time:.0f}s, {row['images_per_s']:.0f} img/s)" + (" *" if improved else ""))
+        if callback is not None:
+            callback(pd.DataFrame(history))
+    model.eval()
+    return pd.DataFrame(history)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7. Checkpoints: the contract other tools rely on
+# ----------------------------------------------------------------------------------------------------
+CHECKPOINT_FORMAT = "hw-unet-backbone/1"
+
+
+def save_checkpoint(path, model, task, mean=IMAGENET_MEAN, std=IMAGENET_STD, **meta):
+    """Self-describing checkpoint: architecture config + weights + meta (task, input size, normalisation,
+    parameter count, metrics, classes or threshold, seed, versions). Written atomically."""
+    meta = {"task": task, "input_size": INPUT_SIZE, "mean": list(mean), "std": list(std),
+            "params": count_params(model), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **environment(), **meta}
+    if task == "segmentation":
+        meta.setdefault("threshold", 0.5)
+        meta.setdefault("source_size", INPUT_SIZE)
+    else:
+        meta.setdefault("source_size", 64)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    obj = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": state,
+           "meta": json.loads(json.dumps(meta))}
+    atomic_write(path, lambda p: torch.save(obj, p))
+    return path
+
+
+def load_checkpoint(path, expect_task=None):
+    """(model, meta) from a checkpoint file alone: the model is rebuilt from its stored config and returned
+    in eval mode on CPU. Raises CheckpointError for a missing, damaged or foreign file, for weights that do
+    not fit the stored architecture, and (with expect_task) for a checkpoint of the other task."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; train the model first (run its notebook).")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is damaged or not a PyTorch checkpoint ({type(e).__name__}); "
+                              f"retrain or restore it from git.") from e
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (format "
+                              f"{obj.get('format') if isinstance(obj, dict) else type(obj).__name__!r}).")
+    meta = obj["meta"]
+    if expect_task and meta.get("task") != expect_task:
+        raise CheckpointError(f"{path} holds a {meta.get('task')} model, but a {expect_task} model is needed.")
+    model = build_model(obj["config"])
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {path} do not fit the architecture stored with them: "
+                              f"{str(e).splitlines()[0]}") from e
+    return model.eval(), meta
+
+
+def preprocess(pil_image, meta):
+    """Any PIL image (any size or mode) -> the model's input tensor (3,128,128), exactly as validation
+    builds it: RGB, resized to the stored source size (64 for Tiny ImageNet, 128 for the moon frames) and
+    quantised to uint8 as the readers store it, then resized to the input size and normalised."""
+    x = _resize_uint8(pil_to_rgb(pil_image), meta.get("source_size", meta["input_size"]))[None]
+    return normalize(model_input(x, meta["input_size"]), meta["mean"], meta["std"])[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8. Plots and widgets
+# ----------------------------------------------------------------------------------------------------
+def denormalize_uint8(x):
+    return x.permute(1, 2, 0).numpy().astype(np.uint8) if x.dtype == torch.uint8 else x
+
+
+def plot_history(history, metrics, title="", path=None):
+    """Loss and metric curves per epoch from a history DataFrame; saved to `path` if given."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
+    axes = np.atleast_1d(axes)
+    for ax, m in zip(axes, metrics):
+        for col, style in ((m, "-o"), (f"val_{m}", "-s")):
+            if col in history:
+                ax.plot(history["epoch"], history[col], style, ms=3, label=col)
+        if m == "loss" and "train_loss" in history:
+            ax.plot(history["epoch"], history["train_loss"], "-o", ms=3, label="train_loss")
+        ax.set_xlabel("epoch")
+        ax.set_title(m)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path:
+        save_figure(fig, path)
+    return fig
+
+
+def save_figure(fig, path):
+    path = Path(path)
+    return atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format=path.suffix[1:]))
+
+
+def show_images(images, titles=None, ncols=8, path=None, size=1.6):
+    """A grid of uint8 (N,3,H,W) images with titles."""
+    import matplotlib.pyplot as plt
+    n = len(images)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(denormalize_uint8(images[i]))
+            if titles:
+                ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    if path:
+        save_figure(fig, path)
+    return fig
+
+
+def overlay_errors(image, pred, target):
+    """RGB picture of a prediction against the truth: green = hit, red = false rock, blue = missed rock."""
+    img = denormalize_uint8(image).astype(np.float32) / 255 * 0.55
+    p, t = pred.squeeze().numpy().astype(bool), target.squeeze().numpy().astype(bool)
+    for mask, colour in ((p & t, (0, 1, 0)), (p & ~t, (1, 0, 0)), (~p & t, (0, 0.4, 1))):
+        img[mask] = img[mask] * 0.4 + np.array(colour) * 0.6
+    return np.clip(img, 0, 1)
+
+
+def show_segmentation(images, masks, probs, threshold=0.5, titles=None, path=None):
+    """Rows of (input, probability, prediction, ground truth, error overlay)."""
+    import matplotlib.pyplot as plt
+    n = len(images)
+    fig, axes = plt.subplots(n, 5, figsize=(12, 2.5 * n), squeeze=False)
+    heads = ["вход", "вероятность", "предсказание", "разметка", "ошибки (зел. верно, красн. лишнее, син. пропуск)"]
+    for i in range(n):
+        pred = probs[i] > threshold
+        panels = [denormalize_uint8(images[i]), probs[i].squeeze().numpy(), pred.squeeze().numpy(),
+                  masks[i].squeeze().numpy(), overlay_errors(images[i], pred, masks[i])]
+        for j, (ax, p) in enumerate(zip(axes[i], panels)):
+            ax.imshow(p, cmap="gray" if j in (1, 2, 3) else None, vmin=0, vmax=1 if j in (1, 2, 3) else None)
+            ax.axis("off")
+            if i == 0:
+                ax.set_title(heads[j], fontsize=8)
+        if titles:
+            axes[i][0].set_ylabel(titles[i])
+            axes[i][0].text(2, 10, titles[i], color="yellow", fontsize=8, va="top")
+    fig.tight_layout()
+    if path:
+        save_figure(fig, path)
+    return fig
+
+
+class LivePlot:
+    """A callback for `fit` that redraws the curves after every epoch in a notebook (one output area)."""
+
+    def __init__(self, metrics, title=""):
+        self.metrics, self.title = metrics, title
+
+    def __call__(self, history):
+        import matplotlib.pyplot as plt
+        from IPython.display import clear_output, display
+        clear_output(wait=True)
+        fig = plot_history(history, self.metrics, self.title)
+        display(fig)
+        plt.close(fig)
+
+
+def browse(n, render, description="№"):
+    """A slider over n items; render(i) draws item i. Returns the widget (or None without ipywidgets)."""
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        return None
+    return widgets.interactive(render, i=widgets.IntSlider(min=0, max=max(n - 1, 0), step=1, value=0,
+                                                         description=description, continuous_update=False))

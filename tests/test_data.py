@@ -1,0 +1,191 @@
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import common
+from common import DataError
+
+
+def copy_tree(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+# --- Tiny ImageNet -----------------------------------------------------------------------------------
+def test_tiny_train_and_val(tiny_root):
+    tr = common.read_tiny_imagenet(tiny_root, progress=False)
+    assert tr.images.shape == (6 * 40, 3, 64, 64) and tr.images.dtype == torch.uint8
+    assert tr.labels.bincount().tolist() == [40] * 6
+    assert tr.classes == [f"n9{k:07d}" for k in range(6)]
+    assert tr.names[2] == "synthetic class 2"
+    va = common.read_tiny_imagenet(tiny_root, split="val", progress=False)
+    assert len(va) == 6 * 8 and va.labels.bincount().tolist() == [8] * 6
+
+
+def test_tiny_grayscale_becomes_rgb(tiny_root):
+    tr = common.read_tiny_imagenet(tiny_root, progress=False)
+    names = sorted(p.name for p in (tiny_root / "train" / "n90000000" / "images").iterdir())
+    gray = tr.images[names.index("n90000000_4.JPEG")]   # images with i % 9 == 4 are grayscale JPEGs
+    assert gray.shape[0] == 3 and torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert not torch.equal(tr.images[0][0], tr.images[0][2])
+
+
+def test_tiny_choose_classes(tiny_root):
+    by_count = common.read_tiny_imagenet(tiny_root, classes=3, progress=False)
+    assert by_count.classes == [f"n9{k:07d}" for k in range(3)] and len(by_count) == 120
+    by_list = common.read_tiny_imagenet(tiny_root, classes=["n90000004", "n90000001"], progress=False)
+    assert by_list.classes == ["n90000004", "n90000001"]
+    full = common.read_tiny_imagenet(tiny_root, progress=False)
+    assert torch.equal(by_list.images[:40], full.images[full.labels == 4])
+    va = common.read_tiny_imagenet(tiny_root, classes=["n90000004", "n90000001"], split="val", progress=False)
+    assert sorted(va.labels.unique().tolist()) == [0, 1] and len(va) == 16
+
+
+def test_tiny_from_zip_and_cache(tiny_root, tmp_path):
+    zpath = tmp_path / "tiny-imagenet-200.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for f in tiny_root.rglob("*"):
+            zf.write(f, f.relative_to(tiny_root.parent))
+    a = common.read_tiny_imagenet(zpath, classes=2, progress=False)
+    assert (common.DATA_DIR / "tiny-imagenet-200" / ".unpacked").exists()
+    b = common.read_tiny_imagenet(zpath, classes=2, progress=False)     # from the tensor cache
+    assert torch.equal(a.images, b.images)
+    assert torch.equal(a.images, common.read_tiny_imagenet(tiny_root, classes=2, progress=False).images)
+
+
+def test_tiny_errors(tiny_root, tmp_path):
+    with pytest.raises(DataError, match="not found.*cs231n"):
+        common.read_tiny_imagenet(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="wnids.txt"):
+        common.read_tiny_imagenet(tmp_path / "empty")
+    with pytest.raises(DataError, match="asked for 7 classes"):
+        common.read_tiny_imagenet(tiny_root, classes=7)
+    with pytest.raises(DataError, match="not listed"):
+        common.read_tiny_imagenet(tiny_root, classes=["n0000"])
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"this is not a zip")
+    with pytest.raises(DataError, match="not a zip"):
+        common.read_tiny_imagenet(bad)
+
+
+def test_tiny_broken_layouts(tiny_root, tmp_path):
+    root = copy_tree(tiny_root, tmp_path / "t1")
+    shutil.rmtree(root / "train" / "n90000002")
+    with pytest.raises(DataError, match="n90000002.*missing"):
+        common.read_tiny_imagenet(root)
+    root = copy_tree(tiny_root, tmp_path / "t2")
+    for f in (root / "train" / "n90000001" / "images").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="no images"):
+        common.read_tiny_imagenet(root)
+    root = copy_tree(tiny_root, tmp_path / "t3")
+    (root / "val" / "images" / "val_3.JPEG").unlink()
+    with pytest.raises(DataError, match="val_3.JPEG"):
+        common.read_tiny_imagenet(root, split="val")
+    root = copy_tree(tiny_root, tmp_path / "t4")
+    f = root / "train" / "n90000000" / "images" / "n90000000_7.JPEG"
+    f.write_bytes(f.read_bytes()[:200])
+    with pytest.raises(DataError, match="n90000000_7.JPEG.*truncated"):
+        common.read_tiny_imagenet(root, progress=False)
+
+
+# --- moon ----------------------------------------------------------------------------------------------
+def test_moon_read(moon_root):
+    ds = common.read_moon(moon_root, progress=False)
+    assert ds.images.shape == (24, 3, 128, 128) and ds.masks.shape == (24, 1, 128, 128)
+    assert set(ds.masks.unique().tolist()) <= {0, 1}
+    assert ds.ids == list(range(1, 25)) and ds.orig_size == (240, 160)
+    assert 0.005 < ds.coverage.mean() < 0.6
+
+
+def test_moon_mask_matches_render(moon_root):
+    """Rocks in the synthetic scenes are brighter than their shadows: masks must line up with renders."""
+    ds = common.read_moon(moon_root, progress=False)
+    lum = ds.images.float().mean(1, keepdim=True)
+    assert lum[ds.masks == 1].mean() > lum[ds.masks == 0].mean()
+
+
+def test_moon_rgb_masks_and_odd_modes(moon_root, tmp_path):
+    root = copy_tree(moon_root, tmp_path / "m")
+    ref = common.read_moon(moon_root, progress=False)
+    g = root / "images" / "ground" / "ground0001.png"
+    m = np.asarray(Image.open(g)) > 0
+    rgb = np.zeros(m.shape + (3,), np.uint8)
+    rgb[:30, :, 0] = 255                          # red sky
+    rgb[m] = (0, 0, 255)                          # large rocks blue
+    rgb[m & (np.arange(m.shape[1]) < 100)] = (0, 255, 0)   # some small rocks green
+    Image.fromarray(rgb).save(g)
+    r = root / "images" / "render" / "render0002.png"
+    Image.open(r).convert("RGBA").save(r)         # RGBA render
+    r3 = root / "images" / "render" / "render0003.png"
+    Image.open(r3).convert("L").save(r3)          # grayscale render
+    r4 = root / "images" / "render" / "render0004.png"
+    Image.open(r4).convert("P").save(r4)          # palette render
+    ds = common.read_moon(root, progress=False)
+    assert torch.equal(ds.masks[0], ref.masks[0])
+    assert torch.equal(ds.images[1], ref.images[1])
+    assert ds.images.shape[1] == 3 and torch.equal(ds.images[2][0], ds.images[2][1])
+
+
+def test_moon_mask_of_other_size_is_resized(moon_root, tmp_path, capsys):
+    root = copy_tree(moon_root, tmp_path / "m")
+    g = root / "images" / "ground" / "ground0005.png"
+    Image.open(g).resize((480, 320), Image.NEAREST).save(g)
+    ds = common.read_moon(root, progress=False)
+    assert "ground0005.png is 480x320" in capsys.readouterr().out
+    ref = common.read_moon(moon_root, progress=False)
+    assert (ds.masks[4] != ref.masks[4]).float().mean() < 0.01
+
+
+def test_moon_errors(moon_root, tmp_path):
+    with pytest.raises(DataError, match="not found.*MOON"):
+        common.read_moon(tmp_path / "missing")
+    root = copy_tree(moon_root, tmp_path / "a")
+    (root / "images" / "ground" / "ground0003.png").unlink()
+    with pytest.raises(DataError, match="render0003.png has no mask"):
+        common.read_moon(root)
+    root = copy_tree(moon_root, tmp_path / "b")
+    (root / "images" / "render" / "render0004.png").unlink()
+    with pytest.raises(DataError, match="ground0004.png has no render"):
+        common.read_moon(root)
+    root = copy_tree(moon_root, tmp_path / "c")
+    g = root / "images" / "ground" / "ground0002.png"
+    Image.fromarray((np.arange(160 * 240).reshape(160, 240) % 200).astype(np.uint8)).save(g)
+    with pytest.raises(DataError, match="ground0002.png has values"):
+        common.read_moon(root)
+    root = copy_tree(moon_root, tmp_path / "d")
+    g = root / "images" / "ground" / "ground0002.png"
+    Image.fromarray(np.full((160, 240, 3), (120, 200, 40), np.uint8)).save(g)
+    with pytest.raises(DataError, match="colour convention"):
+        common.read_moon(root)
+    root = copy_tree(moon_root, tmp_path / "e")
+    (root / "images" / "render" / "render0006.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(DataError, match="render0006.png"):
+        common.read_moon(root, progress=False)
+
+
+def test_splits_are_stratified():
+    labels = np.repeat(np.arange(10), 50)
+    tr, va = common.stratified_split(labels, 0.2, seed=0)
+    assert len(set(tr) & set(va)) == 0 and len(tr) + len(va) == 500
+    assert np.bincount(labels[va]).tolist() == [10] * 10
+    tr2, va2 = common.stratified_split(labels, 0.2, seed=0)
+    assert np.array_equal(va, va2)
+    cov = np.random.default_rng(0).random(100) ** 3
+    bins = common.coverage_bins(cov, 5)
+    assert np.bincount(bins).tolist() == [20] * 5
+    _, va = common.stratified_split(bins, 0.2, seed=1)
+    assert np.bincount(bins[va]).tolist() == [4] * 5
+
+
+def test_synthetic_generators_are_deterministic(tmp_path):
+    a = common.make_synthetic_moon(tmp_path / "a", n=2, size=(96, 64), seed=3)
+    b = common.make_synthetic_moon(tmp_path / "b", n=2, size=(96, 64), seed=3)
+    for sub in ("render/render0002.png", "ground/ground0002.png"):
+        assert (a / "images" / sub).read_bytes() == (b / "images" / sub).read_bytes()
+    assert Image.open(a / "images" / "render" / "render0001.png").size == (96, 64)

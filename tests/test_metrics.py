@@ -1,0 +1,47 @@
+import pytest
+import torch
+from torchmetrics.classification import (BinaryAccuracy, BinaryF1Score, BinaryJaccardIndex,
+                                         MulticlassAccuracy)
+
+import common
+
+
+def test_segmentation_metrics_match_torchmetrics():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 1, 32, 32, generator=g) * 2
+    target = (torch.rand(7, 1, 32, 32, generator=g) > 0.7).float()
+    m = common.seg_metrics(common.confusion_counts(logits, target, 0.5))
+    probs = torch.sigmoid(logits)
+    assert m["iou"] == pytest.approx(float(BinaryJaccardIndex()(probs, target.long())), abs=1e-6)
+    assert m["dice"] == pytest.approx(float(BinaryF1Score()(probs, target.long())), abs=1e-6)
+    assert m["pixel_acc"] == pytest.approx(float(BinaryAccuracy()(probs, target.long())), abs=1e-6)
+    per = [float(BinaryJaccardIndex()(probs[i], target[i].long())) for i in range(7)]
+    assert m["iou_per_image"] == pytest.approx(sum(per) / 7, abs=1e-6)
+
+
+def test_threshold_is_applied_to_probabilities():
+    logits = torch.full((1, 1, 4, 4), 0.5)                      # sigmoid = 0.62
+    target = torch.ones(1, 1, 4, 4)
+    assert common.seg_metrics(common.confusion_counts(logits, target, 0.6))["iou"] == 1.0
+    assert common.seg_metrics(common.confusion_counts(logits, target, 0.7))["iou"] == 0.0
+
+
+def test_empty_mask_rule():
+    target = torch.zeros(2, 1, 8, 8)
+    logits = torch.full((2, 1, 8, 8), -5.0)
+    logits[1, 0, 0, 0] = 5.0                                      # one false rock pixel on image 2
+    counts = common.confusion_counts(logits, target)
+    assert common.per_image_iou(counts).tolist() == [1.0, 0.0]
+    m = common.seg_metrics(counts)
+    assert m["iou"] == 0.0 and m["iou_per_image"] == 0.5
+    assert common.seg_metrics(counts[:1])["iou"] == 1.0           # nothing to find, nothing found
+
+
+def test_topk_matches_torchmetrics():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(50, 12, generator=g)
+    labels = torch.randint(0, 12, (50,), generator=g)
+    c = common.topk_correct(logits, labels, (1, 5))
+    for k in (1, 5):
+        ref = MulticlassAccuracy(num_classes=12, top_k=k, average="micro")(logits, labels)
+        assert c[k] / 50 == pytest.approx(float(ref), abs=1e-6)

@@ -1,0 +1,60 @@
+import torch
+
+import common
+
+
+def test_parameter_budgets():
+    assert common.count_params(common.Classifier(200)) <= 5_000_000
+    assert common.count_params(common.unet()) <= 2_500_000
+
+
+def test_classifier_encoder_describes_its_stages():
+    m = common.Classifier(10).eval()
+    feats = m.encoder(torch.randn(2, 3, 128, 128))
+    assert [f.shape[1] for f in feats] == m.encoder.out_channels
+    assert [128 // f.shape[-1] for f in feats] == m.encoder.strides == [2, 4, 8, 16, 32]
+    assert m(torch.randn(2, 3, 128, 128)).shape == (2, 10)
+
+
+def test_unet_shape_and_levels():
+    m = common.unet().eval()
+    assert m(torch.randn(2, 3, 128, 128)).shape == (2, 1, 128, 128)
+    assert m.encoder.strides == [1, 2, 4, 8, 16]          # 4 levels down, 4 up
+    assert len(m.decoder.blocks) == 4
+    assert m.encoder.out_channels[0] in (32, 64)
+
+
+def test_backbone_unet_uses_the_same_decoder_and_classifier_weights():
+    cls = common.Classifier(10)
+    seg = common.load_backbone(common.backbone_unet(cls.config), cls).eval()
+    assert type(seg.decoder) is type(common.unet().decoder)
+    assert seg(torch.randn(2, 3, 128, 128)).shape == (2, 1, 128, 128)
+    for a, b in zip(seg.encoder.backbone.state_dict().values(), cls.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_freeze_keeps_encoder_and_bn_statistics_fixed():
+    cls = common.Classifier(10)
+    seg = common.backbone_unet(cls.config).freeze_encoder()
+    seg.train()
+    assert not seg.encoder.backbone.training and seg.encoder.adapters.training and seg.decoder.training
+    enc_before = {k: v.clone() for k, v in seg.encoder.backbone.state_dict().items()}
+    dec_before = {k: v.clone() for k, v in seg.decoder.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in seg.parameters() if p.requires_grad], lr=1e-2)
+    loss = seg(torch.randn(4, 3, 128, 128)).mean()
+    loss.backward()
+    opt.step()
+    for k, v in seg.encoder.backbone.state_dict().items():
+        assert torch.equal(v, enc_before[k]), k                 # weights and running stats unchanged
+    assert any(not torch.equal(v, dec_before[k]) for k, v in seg.decoder.state_dict().items())
+    assert common.count_params(seg, trainable_only=True) < common.count_params(seg)
+    seg.unfreeze_encoder().train()
+    assert seg.encoder.backbone.training
+    assert common.count_params(seg, trainable_only=True) == common.count_params(seg)
+
+
+def test_build_model_from_config():
+    for m in (common.Classifier(7), common.unet(), common.backbone_unet(common.Classifier(7).config)):
+        again = common.build_model(m.config)
+        assert common.count_params(again) == common.count_params(m)
+        again.load_state_dict(m.state_dict())

@@ -1,0 +1,25 @@
+"""The real archives in ../shared/data, when present (CI has them)."""
+import torch
+
+import common
+from conftest import SHARED, needs_shared
+
+
+@needs_shared
+def test_real_tiny_imagenet_zip():
+    ds = common.read_tiny_imagenet(SHARED / "tiny-imagenet-200-train100.zip", classes=3, progress=False)
+    assert ds.images.shape == (1500, 3, 64, 64)
+    assert ds.labels.bincount().tolist() == [500, 500, 500]
+    assert ds.classes == ["n02124075", "n04067472", "n04540053"]   # first of the official wnids.txt
+    assert ds.names == ["Egyptian cat", "reel", "volleyball"]
+
+
+@needs_shared
+def test_real_moon_zip():
+    ds = common.read_moon(SHARED / "MOON_SEGMENTATION_BINARY-800.zip", progress=False)
+    assert len(ds) == 800 and ds.orig_size == (360, 240)
+    assert ds.images.shape == (800, 3, 128, 128) and set(ds.masks.unique().tolist()) == {0, 1}
+    cov = ds.coverage
+    assert 0.01 < float(cov.mean()) < 0.5 and float(cov.max()) > float(cov.min())
+    lum = ds.images.float().mean(1, keepdim=True)
+    assert lum[ds.masks == 1].mean() > lum[ds.masks == 0].mean()     # rocks are lit, ground is darker

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+import common
+
+SMALL_CLS = dict(widths=(16, 32, 48, 64, 64), blocks=(1, 1, 1, 1, 1))
+SMALL_UNET = dict(widths=(8, 16, 24, 32, 32), decoder=(32, 24, 16, 8))
+
+
+def cls_data(tiny_root):
+    ds = common.read_tiny_imagenet(tiny_root, progress=False)
+    tr, va = common.stratified_split(ds.labels.numpy(), 0.25, seed=0)
+    return ds.subset(tr), ds.subset(va)
+
+
+def moon_data(moon_root):
+    ds = common.read_moon(moon_root, progress=False)
+    tr, va = common.stratified_split(common.coverage_bins(ds.coverage, 3), 0.25, seed=0)
+    return ds.subset(tr), ds.subset(va)
+
+
+def test_classifier_fit_learns(tiny_root, tmp_path):
+    train, val = cls_data(tiny_root)
+    model = common.Classifier(6, **SMALL_CLS)
+    cfg = common.TrainConfig(epochs=6, batch_size=30, lr=4e-3)
+    hist = common.fit(model, train, val, cfg, tmp_path, progress=False)
+    assert list(hist["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert hist["val_top1"].max() > 0.5                      # chance is 1/6
+    assert (tmp_path / "history.csv").exists() and (tmp_path / "best.pt").exists()
+    _, meta = common.load_checkpoint(tmp_path / "best.pt")
+    assert meta["metrics"]["val_top1"] == hist["val_top1"].max()
+
+
+def test_unet_fit_learns(moon_root, tmp_path):
+    train, val = moon_data(moon_root)
+    model = common.unet(**SMALL_UNET)
+    cfg = common.TrainConfig(epochs=5, batch_size=6, lr=5e-3, augment=common.AugmentConfig(scale=(0.6, 1)))
+    hist = common.fit(model, train, val, cfg, tmp_path, progress=False)
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    coverage = float(val.masks.float().mean())
+    assert hist["val_iou"].max() > coverage          # better than calling everything rock
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_repeats_the_uninterrupted_run(tiny_root, tmp_path):
+    train, val = cls_data(tiny_root)
+    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=3e-3, max_steps_per_epoch=3)
+
+    torch.manual_seed(0)
+    full = common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path / "a", progress=False)
+
+    def stop_after_two(hist):
+        if len(hist) == 2:
+            raise Interrupt()
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path / "b", progress=False,
+                   callback=stop_after_two)
+    torch.manual_seed(123)                       # a fresh model with other initial weights: must not matter
+    resumed = common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path / "b", progress=False)
+    cols = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5"]
+    assert np.allclose(full[cols].to_numpy(), resumed[cols].to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_nan_loss_stops_with_a_hint(tiny_root, tmp_path):
+    train, val = cls_data(tiny_root)
+    cfg = common.TrainConfig(epochs=2, batch_size=30, lr=1e30, optimizer="sgd", max_steps_per_epoch=4)
+    with pytest.raises(common.TrainingError, match="epoch 1.*Lower the learning rate"):
+        common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path, progress=False)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_variant_b_unfreezes_after_the_frozen_epochs(moon_root, tmp_path):
+    train, val = moon_data(moon_root)
+    cls = common.Classifier(6, **SMALL_CLS)
+    seg = common.load_backbone(common.backbone_unet(cls.config, adapters=(8, 8, 16, 16, 16),
+                                                    decoder=(16, 16, 8, 8)), cls)
+    start = {k: v.clone() for k, v in seg.encoder.backbone.state_dict().items()}
+    snapshots = []
+    cfg = common.TrainConfig(epochs=2, batch_size=6, lr=3e-3, freeze_encoder_epochs=1, encoder_lr_mult=0.3)
+    common.fit(seg, train, val, cfg, tmp_path, progress=False,
+               callback=lambda h: snapshots.append({k: v.clone() for k, v in
+                                                    seg.encoder.backbone.state_dict().items()}))
+    assert all(torch.equal(snapshots[0][k], start[k]) for k in start)        # epoch 1: frozen
+    assert any(not torch.equal(snapshots[1][k], start[k]) for k in start)    # epoch 2: fine-tuned
