@@ -275,13 +275,13 @@ class MaskSet:
         return self.masks.float().mean(dim=(1, 2, 3))
 
 
-def find_dataset(name):
-    """Where the notebooks look by default: data/ first, then ../shared/data (the course archives)."""
+def find_dataset(name, data_dir=None):
+    """Where the notebooks look: data_dir (if given), data/, then ../shared/data (the course archives)."""
     cands = {"tiny": ["tiny-imagenet-200", "tiny-imagenet-200.zip", "tiny-imagenet-200-train100",
                       "tiny-imagenet-200-train100.zip"],
              "moon": ["MOON_SEGMENTATION_BINARY", "MOON_SEGMENTATION_BINARY.zip",
                       "MOON_SEGMENTATION_BINARY-800", "MOON_SEGMENTATION_BINARY-800.zip"]}[name]
-    for base in (DATA_DIR, SHARED_DATA):
+    for base in ([Path(data_dir)] if data_dir else []) + [DATA_DIR, SHARED_DATA]:
         for c in cands:
             if (base / c).exists():
                 return base / c
@@ -1251,6 +1251,164 @@ def preprocess(pil_image, meta):
     quantised to uint8 as the readers store it, then resized to the input size and normalised."""
     x = _resize_uint8(pil_to_rgb(pil_image), meta.get("source_size", meta["input_size"]))[None]
     return normalize(model_input(x, meta["input_size"]), meta["mean"], meta["std"])[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# 7b. Profiles and the notebooks' "train or reuse" step
+# ----------------------------------------------------------------------------------------------------
+PROFILES = {
+    # synthetic data made by `common`, a few minutes on a laptop CPU
+    "demo": {"classes": 10, "cls_epochs": 5, "cls_batch": 64, "cls_lr": 3e-3,
+             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_freeze": 3,
+             "synthetic": {"n_classes": 10, "n_train": 60, "n_val": 10, "n_moon": 60, "moon_size": (360, 240)}},
+    # the real data on 2 CPU cores, all three notebooks in about 90 minutes
+    "cpu": {"classes": 100, "cls_epochs": 10, "cls_batch": 128, "cls_lr": 3e-3,
+            "seg_epochs": 30, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_freeze": 6},
+    # all 200 classes and longer schedules on a CUDA GPU
+    "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3,
+            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_freeze": 15},
+}
+
+
+def resolve_profile(profile="auto", data_dir=None):
+    """'auto' -> 'cpu' (or 'gpu' on CUDA) when the real data is found, else 'demo' (and says so)."""
+    if profile != "auto":
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {list(PROFILES)} or 'auto', not {profile!r}")
+        return profile
+    found = (find_dataset("tiny", data_dir) is not None and find_dataset("moon", data_dir) is not None)
+    if not found:
+        print("The real data was not found (data/, ../shared/data or data_dir): running the 'demo' profile on "
+              "synthetic stand-ins.")
+        return "demo"
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=True):
+    """The data of one notebook for a profile: real data, or synthetic stand-ins written under out_dir/data.
+    kind 'tiny' -> (train, val, test_or_None, info); kind 'moon' -> (train, val, info)."""
+    p = PROFILES[profile]
+    if profile == "demo":
+        syn = p["synthetic"]
+        base = Path(out_dir) / "data" / "synthetic"
+        if kind == "tiny":
+            root = base / "tiny-imagenet-200"
+            if not (root / "val" / "val_annotations.txt").exists():
+                make_synthetic_tiny_imagenet(root, syn["n_classes"], syn["n_train"], syn["n_val"], seed)
+        else:
+            root = base / "MOON_SEGMENTATION_BINARY"
+            if not (root / "images" / "ground" / f"ground{syn['n_moon']:04d}.png").exists():
+                make_synthetic_moon(root, syn["n_moon"], syn["moon_size"], seed)
+    else:
+        root = find_dataset(kind, data_dir)
+        if root is None:
+            where = "Tiny ImageNet-200 (" + TINY_URL + ")" if kind == "tiny" else MOON_HINT
+            raise DataError(f"the {profile!r} profile needs the real data: put {where} into "
+                            f"{data_dir or DATA_DIR} or ../shared/data, or run the 'demo' profile.")
+    info = {"root": str(root), "synthetic": profile == "demo", "profile": profile}
+    if kind == "tiny":
+        full = read_tiny_imagenet(root, classes=p["classes"], progress=progress)
+        tr, va = stratified_split(full.labels.numpy(), 0.1, seed)
+        folder = _locate(root, "wnids.txt", "Tiny ImageNet-200", TINY_URL)
+        test = (read_tiny_imagenet(root, classes=full.classes, split="val", progress=progress)
+                if (folder / "val" / "val_annotations.txt").exists() else None)
+        return full.subset(tr), full.subset(va), test, info
+    full = read_moon(root, progress=progress)
+    tr, va = stratified_split(coverage_bins(full.coverage, 5), 0.2, seed)
+    info["orig_size"] = list(full.orig_size)
+    return full.subset(tr), full.subset(va), info
+
+
+def _data_signature(train, val):
+    h = hashlib.sha1()
+    for t in (train.images, val.images):
+        h.update(t[:: max(1, len(t) // 64)].numpy().tobytes())
+    return {"n_train": len(train), "n_val": len(val), "sample_hash": h.hexdigest()[:16]}
+
+
+def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto", meta=None, callback=None,
+                   progress=True, device=None):
+    """The notebooks' training step. weights/<name>.pt is reused when it was trained with this exact
+    configuration on this data (mode 'auto' or False); otherwise the model is trained (mode 'auto' or True),
+    resuming an interrupted run from runs/<name>/last.pt, and its best epoch is exported to weights/<name>.pt
+    with weights/<name>_history.csv beside it. Returns (model, history DataFrame, meta)."""
+    import pandas as pd
+    out_dir = Path(out_dir)
+    wpath, hpath = out_dir / "weights" / f"{name}.pt", out_dir / "weights" / f"{name}_history.csv"
+    model = make_model()
+    key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
+                                 "data": _data_signature(train, val)}))
+    if mode in ("auto", False) and wpath.exists() and hpath.exists():
+        loaded, m = load_checkpoint(wpath)
+        if m.get("run_key") == key:
+            print(f"reusing {wpath} (trained {m.get('created')}, {m.get('device')}); set train=True to retrain")
+            return loaded, pd.read_csv(hpath), m
+        print(f"{wpath} was trained with another configuration or data: training anew")
+    if mode is False:
+        raise CheckpointError(f"no weights at {wpath} match this configuration; set train=True or 'auto'.")
+    run_dir = out_dir / "runs" / name
+    t0 = time.time()
+    history = fit(model, train, val, cfg, run_dir, device=device, progress=progress, callback=callback,
+                  meta={**(meta or {}), "seed": cfg.seed})
+    best, m = load_checkpoint(run_dir / "best.pt")
+    m = {**m, "run_key": key, "train_time_s": float(history["epoch_time_s"].sum()),
+         "wall_time_s": time.time() - t0, "epochs": cfg.epochs}
+    if cfg.freeze_encoder_epochs < 0 and hasattr(best, "encoder_parameters"):     # frozen for good
+        m["trainable_params"] = count_params(best) - sum(p.numel() for p in best.encoder_parameters())
+    else:
+        m["trainable_params"] = count_params(best)
+    atomic_write(hpath, lambda p: history.to_csv(p, index=False))
+    save_checkpoint(wpath, best, **m)
+    return best, history, m
+
+
+def best_threshold(probs, masks, grid=np.arange(0.2, 0.81, 0.05)):
+    """The probability threshold that maximises micro IoU on a split; returns (threshold, table)."""
+    import pandas as pd
+    logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
+    rows = [{"threshold": round(float(t), 2), **seg_metrics(confusion_counts(logits, masks, float(t)))}
+            for t in grid]
+    table = pd.DataFrame(rows)
+    return float(table.loc[table["iou"].idxmax(), "threshold"]), table
+
+
+def classification_results(model, data, tta=False):
+    """Validation logits and metrics of a classifier: top-1, top-5, per-class accuracy, confusion matrix."""
+    logits = predict(model, data.images, tta=tta)
+    n_cls = logits.shape[1]
+    c = topk_correct(logits, data.labels, (1, min(5, n_cls)))
+    pred = logits.argmax(1)
+    conf = torch.zeros(n_cls, n_cls, dtype=torch.long)
+    conf.index_put_((data.labels, pred), torch.ones_like(pred), accumulate=True)
+    per_class = (conf.diag().float() / conf.sum(1).clamp(min=1)).numpy()
+    return {"logits": logits, "pred": pred, "confusion": conf, "per_class": per_class,
+            "metrics": {"top1": c[1] / len(pred), "top5": c[min(5, n_cls)] / len(pred), "n": len(pred)}}
+
+
+def segmentation_results(model, data, threshold=None):
+    """Validation probabilities and metrics of a segmentation model. threshold=None chooses it on `data`
+    (see `best_threshold`); the metrics are then reported at that threshold."""
+    probs = torch.sigmoid(predict(model, data.images))
+    table = None
+    if threshold is None:
+        threshold, table = best_threshold(probs, data.masks)
+    counts = confusion_counts(torch.logit(probs.clamp(1e-6, 1 - 1e-6)), data.masks, threshold)
+    return {"probs": probs, "counts": counts, "threshold": threshold, "threshold_table": table,
+            "iou_per_image": per_image_iou(counts), "metrics": {"threshold": threshold, **seg_metrics(counts)}}
+
+
+def export_final(name, model, meta, metrics, out_dir=ROOT):
+    """Write the final metrics beside the weights (weights/<name>_metrics.json) and into the checkpoint."""
+    out_dir = Path(out_dir)
+    meta = {**meta, "metrics": metrics}
+    if "threshold" in metrics:
+        meta["threshold"] = metrics["threshold"]
+    save_checkpoint(out_dir / "weights" / f"{name}.pt", model, **meta)
+    summary = {"name": name, "params": meta["params"], "trainable_params": meta.get("trainable_params"),
+               "train_time_s": meta.get("train_time_s"), "epochs": meta.get("epochs"),
+               "profile": meta.get("profile"), "synthetic": meta.get("synthetic"), **metrics}
+    save_json(summary, out_dir / "weights" / f"{name}_metrics.json")
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------------

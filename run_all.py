@@ -1,0 +1,89 @@
+"""Run the three notebooks headless, in order, and write the report.
+
+    python run_all.py                      # real data if found (cpu profile), else the offline demo
+    python run_all.py --profile demo       # synthetic data, a few minutes on a laptop CPU
+    python run_all.py --profile cpu --data /path/to/archives
+
+Profiles cpu/gpu write into the repository (weights/, figures/, the executed notebooks themselves: this is the
+report run); the demo profile writes everything under runs/demo/ and never touches the committed results.
+The report is HTML always (report/ or runs/demo/report/), and PDF when a LaTeX engine (xelatex) is installed.
+"""
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+NOTEBOOKS = ["01_classifier.ipynb", "02_unet.ipynb", "03_backbone_unet.ipynb"]
+
+
+def export_report(executed, report_dir):
+    """HTML for every notebook; PDF too when xelatex is available."""
+    import nbformat
+    from nbconvert import HTMLExporter, PDFExporter
+    report_dir.mkdir(parents=True, exist_ok=True)
+    pdf = shutil.which("xelatex") is not None
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        html, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+        (report_dir / (path.stem + ".html")).write_text(html, encoding="utf-8")
+        if pdf:
+            try:
+                body, _ = PDFExporter().from_notebook_node(nb)
+                (report_dir / (path.stem + ".pdf")).write_bytes(body)
+            except Exception as e:  # a LaTeX failure must not lose the HTML report
+                print(f"PDF of {path.name} failed: {e}")
+    if not pdf:
+        print("no xelatex found: HTML report only (see README, 'PDF', to install a LaTeX engine)")
+    return report_dir
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="auto", choices=["auto", "demo", "cpu", "gpu"])
+    ap.add_argument("--data", default=None, help="folder with the dataset archives or folders")
+    ap.add_argument("--train", default="auto", choices=["auto", "yes", "no"],
+                    help="auto: reuse matching weights, else train (resuming); yes: train; no: reuse only")
+    ap.add_argument("--out", default=None, help="output folder (default: the repository; runs/demo for demo)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (e.g. 02 03)")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    import common
+    import papermill as pm
+
+    profile = common.resolve_profile(args.profile, args.data)
+    out = Path(args.out) if args.out else (ROOT / "runs" / "demo" if profile == "demo" else ROOT)
+    out.mkdir(parents=True, exist_ok=True)
+    in_place = out.resolve() == ROOT
+    params = {"profile": profile, "data_dir": args.data, "output_dir": str(out.resolve()),
+              "train": {"auto": "auto", "yes": True, "no": False}[args.train]}
+    executed, times = [], {}
+    for name in NOTEBOOKS:
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        target = ROOT / name if in_place else out / name
+        tmp = target.with_name(f".{target.stem}.running.ipynb")
+        print(f"== {name} ({profile}) ->", target, flush=True)
+        t0 = time.time()
+        try:
+            pm.execute_notebook(str(ROOT / name), str(tmp), parameters=params, cwd=str(ROOT),
+                                kernel_name="python3", progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as e:
+            print(f"!! {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                  f"   the partly executed notebook is {tmp}")
+            return 1
+        tmp.replace(target)          # the committed notebook is replaced only by a finished run
+        times[name] = time.time() - t0
+        executed.append(target)
+        print(f"   done in {times[name] / 60:.1f} min", flush=True)
+    report = export_report(executed, out / "report")
+    common.save_json({"profile": profile, "minutes": {k: v / 60 for k, v in times.items()},
+                      "total_minutes": sum(times.values()) / 60}, out / "report" / "timings.json")
+    print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

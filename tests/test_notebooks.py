@@ -1,0 +1,74 @@
+"""The three notebooks end to end in the demo profile, on copies: they must finish without errors, write their
+weights and figures, and notebook 03 must consume what 01 and 02 exported."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import common
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["01_classifier.ipynb", "02_unet.ipynb", "03_backbone_unet.ipynb"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    before = {n: hashlib.sha1((ROOT / n).read_bytes()).hexdigest() for n in NOTEBOOKS}
+    proc = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--profile", "demo", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    after = {n: hashlib.sha1((ROOT / n).read_bytes()).hexdigest() for n in NOTEBOOKS}
+    return out, proc, before, after
+
+
+def test_demo_run_finishes_and_leaves_committed_notebooks_alone(demo_run):
+    out, proc, before, after = demo_run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert before == after
+    for n in NOTEBOOKS:
+        nb = nbformat.read(out / n, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors
+        assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+        assert (out / "report" / (Path(n).stem + ".html")).stat().st_size > 50_000
+
+
+def test_demo_run_writes_weights_and_figures(demo_run):
+    out = demo_run[0]
+    for name in ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned"):
+        model, meta = common.load_checkpoint(out / "weights" / f"{name}.pt")
+        assert meta["synthetic"] is True and meta["profile"] == "demo"
+        summary = json.loads((out / "weights" / f"{name}_metrics.json").read_text())
+        assert summary["params"] == common.count_params(model)
+    for fig in ("01_curves.png", "01_samples.png", "01_confusion.png", "02_curves.png", "02_predictions.png",
+                "02_worst_best.png", "03_side_by_side.png", "03_curves.png"):
+        assert (out / "figures" / fig).stat().st_size > 5_000
+
+
+def test_notebook_03_consumes_01_and_02(demo_run):
+    out = demo_run[0]
+    _, cls_meta = common.load_checkpoint(out / "weights" / "classifier.pt")
+    unet = json.loads((out / "weights" / "unet_metrics.json").read_text())
+    nb = nbformat.read(out / "03_backbone_unet.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert f"классификатор: {cls_meta['params']:,} параметров" in text
+    assert f"базовый U-Net: IoU {unet['iou']:.3f}" in text
+    import pandas as pd
+    table = pd.read_csv(out / "weights" / "comparison.csv", index_col=0)
+    assert table["IoU"].iloc[0] == pytest.approx(unet["iou"])
+    _, bb = common.load_checkpoint(out / "weights" / "backbone_unet_frozen.pt")
+    assert bb["params"] == table["параметров"].iloc[1] and bb["trainable_params"] < bb["params"]
+
+
+def test_auto_profile_without_data_runs_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(common, "SHARED_DATA", tmp_path / "none")
+    monkeypatch.setattr(common, "DATA_DIR", tmp_path / "none2")
+    assert common.resolve_profile("auto") == "demo"
+    assert "running the 'demo' profile" in capsys.readouterr().out
+    with pytest.raises(common.DataError, match="needs the real data"):
+        common.load_datasets("moon", "cpu")
