@@ -275,6 +275,22 @@ class MaskSet:
         return self.masks.float().mean(dim=(1, 2, 3))
 
 
+def download(url, dest):
+    """Download url to dest (atomically); offline or on an HTTP error, a DataError that says what to do."""
+    import urllib.request
+    dest = Path(dest)
+    if dest.exists():
+        return dest
+    print(f"downloading {url} -> {dest}")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            atomic_write(dest, lambda p: Path(p).write_bytes(r.read()))
+    except OSError as e:
+        raise DataError(f"cannot download {url} ({e}). Without internet, copy the file to {dest} by hand "
+                        f"(or pass the folder/zip you have as data_dir).") from e
+    return dest
+
+
 def find_dataset(name, data_dir=None):
     """Where the notebooks look: data_dir (if given), data/, then ../shared/data (the course archives)."""
     cands = {"tiny": ["tiny-imagenet-200", "tiny-imagenet-200.zip", "tiny-imagenet-200-train100",
@@ -833,7 +849,11 @@ def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=(1
 
 def load_backbone(seg_model, classifier):
     """Copy a trained classifier's encoder weights into a backbone U-Net (the head is dropped)."""
-    seg_model.encoder.backbone.load_state_dict(classifier.encoder.state_dict())
+    try:
+        seg_model.encoder.backbone.load_state_dict(classifier.encoder.state_dict())
+    except RuntimeError as e:
+        raise CheckpointError(f"the classifier's stages do not fit this backbone U-Net (built for another "
+                              f"classifier configuration): {str(e).splitlines()[0]}") from e
     return seg_model
 
 
@@ -1118,6 +1138,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                                      "n_train": len(train), "n_val": len(val)}))
 
     last = out_dir / "last.pt"
+    for stale in out_dir.glob(".*.tmp*"):      # left by a process killed in the middle of a write
+        stale.unlink()
     if last.exists():
         try:
             state = torch.load(last, map_location="cpu", weights_only=False)
@@ -1176,11 +1198,10 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         improved = row[task.monitor] > best
         if improved:
             best = row[task.monitor]
-            m = {**(meta or {}), "epoch": epoch + 1, "metrics": {k: v for k, v in row.items()
+            m = {"seed": cfg.seed, **(meta or {}), "epoch": epoch + 1, "metrics": {k: v for k, v in row.items()
                                                                 if k.startswith("val_")}}
             save_checkpoint(out_dir / "best.pt", model, task=task.name, mean=mean, std=std, **m)
-        pd.DataFrame(history).to_csv(out_dir / ".history.csv.tmp", index=False)
-        os.replace(out_dir / ".history.csv.tmp", out_dir / "history.csv")
+        atomic_write(out_dir / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
         state = {"run_key": run_key, "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best}
         atomic_write(last, lambda p: torch.save(state, p))
