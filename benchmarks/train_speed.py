@@ -202,6 +202,7 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--data", default=None, help="folder with the archives (default: data/, ../shared/data)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of our classifier step")
     args = ap.parse_args(argv)
     device = common.default_device()
     if device.type == "cpu":
@@ -247,6 +248,12 @@ def main(argv=None):
               f"({row['pct_of_peak']:.0f}% of peak) | inference {infer:.0f} img/s | usual step alone "
               f"(fp32, no data) {fp32_only:.1f} img/s", flush=True)
     results["rows"] = rows
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
+            time_ours(common.Classifier(args.classes), tiny, common.ClassificationTask(cfg), 2, args.batch, device,
+                      common.BatchAugment(common.AugmentConfig()))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     if args.json:
         common.save_json(results, args.json)
     print(f"speedup: {rows[0]['speedup']:.2f}x")
