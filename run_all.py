@@ -18,24 +18,39 @@ ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ["01_classifier.ipynb", "02_unet.ipynb", "03_backbone_unet.ipynb"]
 
 
+def browser():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
 def export_report(executed, report_dir):
-    """HTML for every notebook; PDF too when xelatex is available."""
+    """HTML for every notebook; PDF too, through LaTeX (nbconvert, when xelatex is installed) or else by
+    printing the HTML with a headless Chromium/Chrome (when one is installed)."""
+    import subprocess
     import nbformat
     from nbconvert import HTMLExporter, PDFExporter
     report_dir.mkdir(parents=True, exist_ok=True)
-    pdf = shutil.which("xelatex") is not None
+    latex, chrome = shutil.which("xelatex"), browser()
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         html, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
-        (report_dir / (path.stem + ".html")).write_text(html, encoding="utf-8")
-        if pdf:
-            try:
-                body, _ = PDFExporter().from_notebook_node(nb)
-                (report_dir / (path.stem + ".pdf")).write_bytes(body)
-            except Exception as e:  # a LaTeX failure must not lose the HTML report
-                print(f"PDF of {path.name} failed: {e}")
-    if not pdf:
-        print("no xelatex found: HTML report only (see README, 'PDF', to install a LaTeX engine)")
+        html_path = report_dir / (path.stem + ".html")
+        html_path.write_text(html, encoding="utf-8")
+        pdf_path = report_dir / (path.stem + ".pdf")
+        try:                       # a PDF failure must never lose the HTML report
+            if latex:
+                pdf_path.write_bytes(PDFExporter().from_notebook_node(nb)[0])
+            elif chrome:
+                subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                "--disable-background-networking", "--disable-component-update",
+                                "--no-pdf-header-footer", f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()],
+                               check=True, capture_output=True, timeout=300)
+        except Exception as e:
+            print(f"PDF of {path.name} failed: {e}")
+    if not (latex or chrome):
+        print("no xelatex or Chromium found: HTML report only (README, 'PDF', says how to install one)")
     return report_dir
 
 

@@ -38,6 +38,18 @@ def test_demo_run_finishes_and_leaves_committed_notebooks_alone(demo_run):
         assert (out / "report" / (Path(n).stem + ".html")).stat().st_size > 50_000
 
 
+def test_pdf_report_when_a_pdf_engine_is_installed(demo_run):
+    import shutil
+    sys.path.insert(0, str(ROOT))
+    import run_all
+    if not (shutil.which("xelatex") or run_all.browser()) or not shutil.which("pdftotext"):
+        pytest.skip("no PDF engine (xelatex or Chromium) or no pdftotext on this machine")
+    text = subprocess.run(["pdftotext", str(demo_run[0] / "report" / "02_unet.pdf"), "-"],
+                          capture_output=True, text=True).stdout
+    text = " ".join(text.split())
+    assert "Базовый U-Net на наборе MOON_SEGMENTATION_BINARY" in text and "Вывод" in text
+
+
 def test_demo_run_writes_weights_and_figures(demo_run):
     out = demo_run[0]
     for name in ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned"):
