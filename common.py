@@ -16,13 +16,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import io
 import json
 import math
 import os
 import platform
 import random
-import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -679,7 +677,18 @@ class BasicBlock(nn.Module):
         return F.relu(self.body(x) + self.short(x), inplace=True)
 
 
-class ClassifierEncoder(nn.Module):
+class StagedEncoder(nn.Module):
+    """An encoder made of `self.stages`; returns every stage's output (shallow to deep)."""
+
+    def forward(self, x):
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class ClassifierEncoder(StagedEncoder):
     """The classifier's convolutional stages. `stages[i]` maps stage i-1's output to stage i's;
     `out_channels[i]` and `strides[i]` describe each stage's output (smp-style), so a U-Net can reuse them.
 
@@ -699,12 +708,6 @@ class ClassifierEncoder(nn.Module):
         self.out_channels = list(widths)
         self.strides = [2 ** (i + 1) for i in range(len(widths))]
 
-    def forward(self, x):
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 class Classifier(nn.Module):
@@ -722,7 +725,7 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x)[-1])
 
 
-class UNetEncoder(nn.Module):
+class UNetEncoder(StagedEncoder):
     """The plain U-Net encoder: a double Conv-BN-ReLU at full resolution, then 4 levels each downsampled
     by 2x2 max-pooling followed by a double conv. Outputs at strides 1, 2, 4, 8, 16."""
 
@@ -738,12 +741,6 @@ class UNetEncoder(nn.Module):
         self.out_channels = list(widths)
         self.strides = [2 ** i for i in range(len(widths))]
 
-    def forward(self, x):
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 class AdaptedEncoder(nn.Module):

@@ -14,7 +14,6 @@ training step (FLOPs per image counted by torch.utils.flop_counter) against the 
 this run, and inference images/s. The last line is `speedup: <ratio>x` for the classifier.
 """
 import argparse
-import json
 import sys
 import tempfile
 import time

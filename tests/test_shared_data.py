@@ -1,5 +1,4 @@
 """The real archives in ../shared/data, when present (CI has them)."""
-import torch
 
 import common
 from conftest import SHARED, needs_shared
