@@ -597,7 +597,6 @@ class AugmentConfig:
     brightness: float = 0.3
     contrast: float = 0.3
     saturation: float = 0.3
-    hue: float = 0.0                # not used (kept at 0: costly, and it gains nothing on these sets)
 
 
 class BatchAugment:
@@ -957,15 +956,16 @@ class ClassificationTask(Task):
         return F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing)
 
     def start(self):
-        self.n, self.correct = 0, {1: 0, 5: 0}
+        self.n, self.top1, self.top5 = 0, 0, 0
 
     def update(self, out, y):
         self.n += len(y)
-        for k, v in topk_correct(out.float(), y, (1, min(5, out.shape[1]))).items():
-            self.correct[k if k == 1 else 5] += v
+        c = topk_correct(out.float(), y, (1, min(5, out.shape[1])))
+        self.top1 += c[1]
+        self.top5 += c[min(5, out.shape[1])]
 
     def result(self):
-        return {"top1": self.correct[1] / max(self.n, 1), "top5": self.correct[5] / max(self.n, 1)}
+        return {"top1": self.top1 / max(self.n, 1), "top5": self.top5 / max(self.n, 1)}
 
 
 class SegmentationTask(Task):
@@ -1172,10 +1172,10 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                 out = model(x)
             loss = task.loss(out, y)
             if not torch.isfinite(loss):
+                kept = (f"the last good checkpoint ({last}, epoch {epoch}) is kept" if epoch else
+                        "no epoch had finished, so there is no checkpoint")
                 raise TrainingError(f"the loss became {float(loss.detach())} in epoch {epoch + 1}, batch {b + 1}. "
-                                    f"Lower the learning rate (now {cfg.lr}) or check the data; the last good "
-                                    f"checkpoint ({last}, epoch {start_epoch if epoch == start_epoch else epoch}) "
-                                    f"is kept.")
+                                    f"Lower the learning rate (now {cfg.lr}) or check the data; {kept}.")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -1380,10 +1380,9 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     return best, history, m
 
 
-def best_threshold(probs, masks, grid=np.arange(0.2, 0.81, 0.05)):
+def best_threshold(logits, masks, grid=np.arange(0.2, 0.81, 0.05)):
     """The probability threshold that maximises micro IoU on a split; returns (threshold, table)."""
     import pandas as pd
-    logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
     rows = [{"threshold": round(float(t), 2), **seg_metrics(confusion_counts(logits, masks, float(t)))}
             for t in grid]
     table = pd.DataFrame(rows)
@@ -1406,12 +1405,12 @@ def classification_results(model, data, tta=False):
 def segmentation_results(model, data, threshold=None):
     """Validation probabilities and metrics of a segmentation model. threshold=None chooses it on `data`
     (see `best_threshold`); the metrics are then reported at that threshold."""
-    probs = torch.sigmoid(predict(model, data.images))
+    logits = predict(model, data.images)
     table = None
     if threshold is None:
-        threshold, table = best_threshold(probs, data.masks)
-    counts = confusion_counts(torch.logit(probs.clamp(1e-6, 1 - 1e-6)), data.masks, threshold)
-    return {"probs": probs, "counts": counts, "threshold": threshold, "threshold_table": table,
+        threshold, table = best_threshold(logits, data.masks)
+    counts = confusion_counts(logits, data.masks, threshold)
+    return {"probs": torch.sigmoid(logits), "counts": counts, "threshold": threshold, "threshold_table": table,
             "iou_per_image": per_image_iou(counts), "metrics": {"threshold": threshold, **seg_metrics(counts)}}
 
 
@@ -1432,7 +1431,8 @@ def export_final(name, model, meta, metrics, out_dir=ROOT):
 # ----------------------------------------------------------------------------------------------------
 # 8. Plots and widgets
 # ----------------------------------------------------------------------------------------------------
-def denormalize_uint8(x):
+def to_hwc(x):
+    """uint8 (3,H,W) tensor -> (H,W,3) array for imshow; anything else is returned as it is."""
     return x.permute(1, 2, 0).numpy().astype(np.uint8) if x.dtype == torch.uint8 else x
 
 
@@ -1472,7 +1472,7 @@ def show_images(images, titles=None, ncols=8, path=None, size=1.6):
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(denormalize_uint8(images[i]))
+            ax.imshow(to_hwc(images[i]))
             if titles:
                 ax.set_title(titles[i], fontsize=7)
     fig.tight_layout()
@@ -1483,7 +1483,7 @@ def show_images(images, titles=None, ncols=8, path=None, size=1.6):
 
 def overlay_errors(image, pred, target):
     """RGB picture of a prediction against the truth: green = hit, red = false rock, blue = missed rock."""
-    img = denormalize_uint8(image).astype(np.float32) / 255 * 0.55
+    img = to_hwc(image).astype(np.float32) / 255 * 0.55
     p, t = pred.squeeze().numpy().astype(bool), target.squeeze().numpy().astype(bool)
     for mask, colour in ((p & t, (0, 1, 0)), (p & ~t, (1, 0, 0)), (~p & t, (0, 0.4, 1))):
         img[mask] = img[mask] * 0.4 + np.array(colour) * 0.6
@@ -1498,7 +1498,7 @@ def show_segmentation(images, masks, probs, threshold=0.5, titles=None, path=Non
     heads = ["вход", "вероятность", "предсказание", "разметка", "ошибки (зел. верно, красн. лишнее, син. пропуск)"]
     for i in range(n):
         pred = probs[i] > threshold
-        panels = [denormalize_uint8(images[i]), probs[i].squeeze().numpy(), pred.squeeze().numpy(),
+        panels = [to_hwc(images[i]), probs[i].squeeze().numpy(), pred.squeeze().numpy(),
                   masks[i].squeeze().numpy(), overlay_errors(images[i], pred, masks[i])]
         for j, (ax, p) in enumerate(zip(axes[i], panels)):
             ax.imshow(p, cmap="gray" if j in (1, 2, 3) else None, vmin=0, vmax=1 if j in (1, 2, 3) else None)
