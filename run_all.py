@@ -94,8 +94,10 @@ def main(argv=None):
         executed.append(target)
         print(f"   done in {times[name] / 60:.1f} min", flush=True)
     report = export_report(executed, out / "report")
-    common.save_json({"profile": profile, "minutes": {k: v / 60 for k, v in times.items()},
-                      "total_minutes": sum(times.values()) / 60}, out / "report" / "timings.json")
+    # beside the weights, so the committed run says how its minutes were spent (report/ is not committed)
+    common.save_json({"profile": profile, "device": common.environment()["device"],
+                      "minutes": {k: v / 60 for k, v in times.items()},
+                      "total_minutes": sum(times.values()) / 60}, out / "weights" / "timings.json")
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")
     return 0
 
