@@ -1,0 +1,80 @@
+"""Render the README's tables from files written by code, so no number in the README is typed by hand:
+results from weights/*_metrics.json and weights/timings.json (written by the notebooks and run_all.py),
+performance from benchmarks/results/*.json (written by benchmarks/train_speed.py).
+
+    python readme_tables.py           # print the blocks
+    python readme_tables.py --write   # replace the blocks between their markers in README.md
+"""
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+# The best known submission of this task, as quoted in the project's issue (not our measurement).
+BEST_KNOWN = {"classifier": "top-1 62 % on 10 classes", "unet": "IoU 0.45, Dice 0.62, pixel acc. 0.92",
+              "backbone_unet_finetuned": "IoU 0.41 (backbone below base)", "backbone_unet_frozen": "not reported"}
+
+
+def results_table():
+    w = ROOT / "weights"
+    rows = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in BEST_KNOWN
+            if (w / f"{n}_metrics.json").exists()}
+    if not rows:
+        return "_No committed run yet: `python run_all.py --profile cpu` writes it._"
+    lines = ["| model | profile | params | result on our validation split | best known submission |",
+             "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        if name == "classifier":
+            res = f"top-1 **{r['val_top1']:.1%}**, top-5 {r['val_top5']:.1%} ({r['classes']} classes, {r['n_val']} images)"
+        else:
+            res = (f"IoU **{r['iou']:.3f}**, Dice {r['dice']:.3f}, pixel acc. {r['pixel_acc']:.3f} "
+                   f"(threshold {r['threshold']:.2f}, {r['n_val']} frames)")
+        lines.append(f"| `{name}` | {r['profile']}{' (synthetic)' if r.get('synthetic') else ''} | "
+                     f"{r['params']:,} ({r['trainable_params']:,} trainable) | {res} | {BEST_KNOWN[name]} |")
+    t = w / "timings.json"
+    if t.exists():
+        tm = json.loads(t.read_text())
+        parts = ", ".join(f"{k.split('.')[0]} {v:.1f} min" for k, v in tm["minutes"].items())
+        lines.append(f"\nWall time of the `{tm['profile']}` run on {tm['device']}: {parts}; "
+                     f"**{tm['total_minutes']:.1f} min** in all (training, evaluation, figures and report).")
+    return "\n".join(lines)
+
+
+def perf_table():
+    lines = ["| machine | model | batch | usual img/s | ours img/s | speedup | usual step alone (fp32, no data) img/s "
+             "| GFLOP/img (train) | ours GFLOP/s | % of bf16 matmul peak | inference img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for f in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        r = json.loads(f.read_text())
+        machine = f"{r['device']}, {r['threads']} threads (`{f.name}`)"
+        for row in r["rows"]:
+            lines.append(f"| {machine} | {row['model']} | {row['batch']} | {row['usual_img_s']:.1f} | "
+                         f"{row['ours_img_s']:.1f} | **{row['speedup']:.2f}×** | "
+                         f"{row['usual_model_only_fp32_img_s']:.1f} | {row['train_gflop_per_img']:.2f} | "
+                         f"{row['ours_gflops']:.0f} | {row['pct_of_peak']:.0f} % of "
+                         f"{r['bf16_matmul_peak_gflops']:.0f} | {row['inference_img_s']:.0f} |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"results": results_table, "perf": perf_table}
+
+
+def block(name):
+    return f"<!-- {name}:start -->\n{BLOCKS[name]()}\n<!-- {name}:end -->"
+
+
+def render(text):
+    for name in BLOCKS:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        a, b = text.index(start), text.index(end) + len(end)
+        text = text[:a] + block(name) + text[b:]
+    return text
+
+
+if __name__ == "__main__":
+    readme = ROOT / "README.md"
+    if "--write" in sys.argv:
+        readme.write_text(render(readme.read_text()))
+    else:
+        print("\n\n".join(f() for f in BLOCKS.values()))
