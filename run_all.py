@@ -54,6 +54,14 @@ def export_report(executed, report_dir):
     return report_dir
 
 
+def _train_outputs(path):
+    """The printed output of each cell that calls `train_or_reuse` in an executed notebook."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    return ["".join(o.get("text", "") for o in c.get("outputs", [])) for c in nb.cells
+            if c.cell_type == "code" and "train_or_reuse(" in c.source]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="auto", choices=["auto", "demo", "cpu", "gpu"])
@@ -74,7 +82,7 @@ def main(argv=None):
     in_place = out.resolve() == ROOT
     params = {"profile": profile, "data_dir": args.data, "output_dir": str(out.resolve()),
               "train": {"auto": "auto", "yes": True, "no": False}[args.train]}
-    executed, times = [], {}
+    executed, times, trained = [], {}, False
     for name in NOTEBOOKS:
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
@@ -90,14 +98,16 @@ def main(argv=None):
                   f"   the partly executed notebook is {tmp}")
             return 1
         tmp.replace(target)          # the committed notebook is replaced only by a finished run
+        trained |= not all("reusing " in text for text in _train_outputs(target))
         times[name] = time.time() - t0
         executed.append(target)
         print(f"   done in {times[name] / 60:.1f} min", flush=True)
     report = export_report(executed, out / "report")
-    # beside the weights, so the committed run says how its minutes were spent (report/ is not committed)
-    common.save_json({"profile": profile, "device": common.environment()["device"],
-                      "minutes": {k: v / 60 for k, v in times.items()},
-                      "total_minutes": sum(times.values()) / 60}, out / "weights" / "timings.json")
+    timings = {"profile": profile, "device": common.environment()["device"],
+               "minutes": {k: v / 60 for k, v in times.items()}, "total_minutes": sum(times.values()) / 60}
+    common.save_json(timings, out / "report" / "timings.json")
+    if trained and not args.only:   # beside the weights: how the minutes of the run that trained them were spent
+        common.save_json(timings, out / "weights" / "timings.json")
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")
     return 0
 
