@@ -676,6 +676,13 @@ class BasicBlock(nn.Module):
         return F.relu(self.body(x) + self.short(x), inplace=True)
 
 
+def flip_tta(fn, x, spatial):
+    """Test-time augmentation: the mean of fn(x) and fn(horizontally flipped x), the latter flipped back when
+    the output is a map (spatial=True)."""
+    f = fn(x.flip(-1))
+    return (fn(x) + (f.flip(-1) if spatial else f)) / 2
+
+
 class StagedEncoder(nn.Module):
     """An encoder made of `self.stages`; returns every stage's output (shallow to deep)."""
 
@@ -719,9 +726,13 @@ class Classifier(nn.Module):
         self.encoder = ClassifierEncoder(widths, blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(widths[-1], num_classes))
+        self.tta = False     # in eval mode, average over the horizontal flip (stored in the checkpoint's meta)
+
+    def logits(self, x):
+        return self.head(self.encoder(x)[-1])
 
     def forward(self, x):
-        return self.head(self.encoder(x)[-1])
+        return flip_tta(self.logits, x, False) if self.tta and not self.training else self.logits(x)
 
 
 class UNetEncoder(StagedEncoder):
@@ -744,17 +755,21 @@ class UNetEncoder(StagedEncoder):
 
 class AdaptedEncoder(nn.Module):
     """A classifier's encoder with 1x1 Conv-BN-ReLU adapters that bring each stage to the decoder's widths.
-    Freezing touches only the classifier's stages; the adapters always train."""
+    full_res > 0 adds a small double Conv-BN-ReLU on the input itself as a stride-1 skip (the classifier's
+    first stage is already at stride 2), so the decoder's last level sees full-resolution detail.
+    Freezing touches only the classifier's stages; the adapters and the full-resolution block always train."""
 
-    def __init__(self, backbone: ClassifierEncoder, widths):
+    def __init__(self, backbone: ClassifierEncoder, widths, full_res=0):
         super().__init__()
         self.backbone = backbone
         self.adapters = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(backbone.out_channels, widths))
-        self.out_channels = list(widths)
-        self.strides = list(backbone.strides)
+        self.full = nn.Sequential(conv_bn(3, full_res), conv_bn(full_res, full_res)) if full_res else None
+        self.out_channels = ([full_res] if full_res else []) + list(widths)
+        self.strides = ([1] if full_res else []) + list(backbone.strides)
 
     def forward(self, x):
-        return [a(f) for a, f in zip(self.adapters, self.backbone(x))]
+        feats = [a(f) for a, f in zip(self.adapters, self.backbone(x))]
+        return [self.full(x)] + feats if self.full is not None else feats
 
 
 class UNetDecoder(nn.Module):
@@ -794,9 +809,13 @@ class SegmentationModel(nn.Module):
         self.encoder = encoder
         self.decoder = UNetDecoder(encoder.out_channels, decoder_channels)
         self.encoder_frozen = False
+        self.tta = False     # in eval mode, average over the horizontal flip (stored in the checkpoint's meta)
+
+    def logits(self, x):
+        return self.decoder(self.encoder(x), x.shape[-2:])
 
     def forward(self, x):
-        return self.decoder(self.encoder(x), x.shape[-2:])
+        return flip_tta(self.logits, x, True) if self.tta and not self.training else self.logits(x)
 
     # Freezing: only a backbone encoder can be frozen (the classifier's stages).
     def _frozen_part(self):
@@ -833,14 +852,20 @@ def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
     return SegmentationModel(UNetEncoder(widths), decoder, cfg)
 
 
-def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=(128, 96, 64, 32)):
-    """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters; the same decoder
-    as `unet`, ending at stride 2 and interpolated to full size. Load the classifier's weights with
-    `load_backbone`."""
+def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=(128, 96, 64, 32), full_res=0):
+    """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters and the same decoder
+    as `unet`. Without `full_res` the decoder ends at stride 2 and is interpolated to full size; with it, a
+    full-resolution skip feeds one more decoder level (give `decoder` one more width). Load the classifier's
+    weights with `load_backbone`."""
     cls_cfg = {k: v for k, v in classifier_config.items()}
     backbone = ClassifierEncoder(cls_cfg["widths"], cls_cfg["blocks"])
-    cfg = {"arch": "backbone_unet", "classifier": cls_cfg, "adapters": list(adapters), "decoder": list(decoder)}
-    return SegmentationModel(AdaptedEncoder(backbone, adapters), decoder, cfg)
+    encoder = AdaptedEncoder(backbone, adapters, full_res)
+    if len(decoder) != len(encoder.out_channels) - 1:
+        raise ValueError(f"the decoder needs {len(encoder.out_channels) - 1} widths for this encoder, "
+                         f"got {len(decoder)}")
+    cfg = {"arch": "backbone_unet", "classifier": cls_cfg, "adapters": list(adapters), "decoder": list(decoder),
+           "full_res": full_res}
+    return SegmentationModel(encoder, decoder, cfg)
 
 
 def load_backbone(seg_model, classifier):
@@ -862,7 +887,7 @@ def build_model(config):
     if arch == "unet":
         return unet(**config)
     if arch == "backbone_unet":
-        return backbone_unet(config["classifier"], config["adapters"], config["decoder"])
+        return backbone_unet(config["classifier"], config["adapters"], config["decoder"], config.get("full_res", 0))
     raise CheckpointError(f"unknown architecture {arch!r}")
 
 
@@ -936,6 +961,18 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs (tests and benchmarks cap it)
+    min_size: int = 0                  # progressive resizing: the training input grows from min_size x min_size
+    full_size_at: float = 0.0          # ... to INPUT_SIZE at this fraction of the epochs (0 = always full size)
+
+
+def epoch_input_size(cfg: TrainConfig, epoch):
+    """Progressive resizing: the side of the training crops in `epoch` (0-based), growing linearly from
+    cfg.min_size in steps of 16 until cfg.full_size_at * epochs, then INPUT_SIZE. Validation is always at
+    INPUT_SIZE, so the last epochs (at full size) also settle BatchNorm and the scale of features."""
+    end = cfg.full_size_at * cfg.epochs
+    if not cfg.min_size or epoch >= end:
+        return INPUT_SIZE
+    return int(cfg.min_size + (INPUT_SIZE - cfg.min_size) * epoch / end) // 16 * 16
 
 
 class Task:
@@ -1017,21 +1054,22 @@ def _prepare(x, y, task, device, train, aug, gen, mean, std):
 
 
 @torch.no_grad()
-def predict(model, images, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=False):
-    """Logits for a uint8 batch (N,3,h,w) in validation geometry (float32 on CPU). tta: average with the
-    horizontal flip."""
+def predict(model, images, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=None):
+    """Logits for a uint8 batch (N,3,h,w) in validation geometry (float32 on CPU). tta: None uses the model's
+    own setting (`model.tta`), True/False overrides it for this call."""
     device = device or next(model.parameters()).device
     model.eval()
+    own = model.tta
+    model.tta = own if tta is None else tta
     outs = []
-    for i in range(0, len(images), batch_size):
-        x = normalize(model_input(images[i:i + batch_size].to(device)), mean, std)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            out = model(x).float()
-            if tta:
-                flipped = model(x.flip(-1)).float()
-                out = (out + (flipped.flip(-1) if out.dim() == 4 else flipped)) / 2
-        outs.append(out.cpu())
+    try:
+        for i in range(0, len(images), batch_size):
+            x = normalize(model_input(images[i:i + batch_size].to(device)), mean, std)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                outs.append(model(x).float().cpu())
+    finally:
+        model.tta = own
     return torch.cat(outs)
 
 
@@ -1115,7 +1153,6 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task = make_task(train, cfg)
-    aug = BatchAugment(cfg.augment)
     seed_everything(cfg.seed)
     _to_device(model, device)
     if device.type == "cuda":   # the whole dataset lives on the GPU as uint8 and is augmented there
@@ -1162,6 +1199,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(len(train), generator=gen)
         model.train()
+        aug = BatchAugment(cfg.augment, epoch_input_size(cfg, epoch))
         t0, total, seen = time.time(), 0.0, 0
         bar = _progress(range(n_batches), progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for b in bar:
@@ -1189,7 +1227,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         val_metrics = evaluate(model, val, task, device=device, mean=mean, std=std)
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                **{f"val_{k}": v for k, v in val_metrics.items()},
-               "lr": opt.param_groups[-1]["lr"], "epoch_time_s": train_time,
+               "lr": opt.param_groups[-1]["lr"], "input_size": aug.out_size, "epoch_time_s": train_time,
                "images_per_s": seen / max(train_time, 1e-9)}
         history.append(row)
         improved = row[task.monitor] > best
@@ -1229,6 +1267,7 @@ def save_checkpoint(path, model, task, mean=IMAGENET_MEAN, std=IMAGENET_STD, **m
         meta.setdefault("source_size", INPUT_SIZE)
     else:
         meta.setdefault("source_size", 64)
+    meta["tta"] = bool(getattr(model, "tta", False))   # the model's own setting, whatever meta said
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": state,
            "meta": json.loads(json.dumps(meta))}
@@ -1260,6 +1299,7 @@ def load_checkpoint(path, expect_task=None):
     except RuntimeError as e:
         raise CheckpointError(f"the weights in {path} do not fit the architecture stored with them: "
                               f"{str(e).splitlines()[0]}") from e
+    model.tta = bool(meta.get("tta", False))
     return model.eval(), meta
 
 
@@ -1276,14 +1316,16 @@ def preprocess(pil_image, meta):
 # ----------------------------------------------------------------------------------------------------
 PROFILES = {
     # synthetic data made by `common`, a few minutes on a laptop CPU
-    "demo": {"classes": 10, "cls_epochs": 5, "cls_batch": 64, "cls_lr": 3e-3,
+    "demo": {"classes": 10, "cls_epochs": 5, "cls_batch": 64, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.6,
              "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_freeze": 3,
              "synthetic": {"n_classes": 10, "n_train": 60, "n_val": 10, "n_moon": 60, "moon_size": (360, 240)}},
     # the real data on 2 CPU cores, all three notebooks in about 90 minutes
-    "cpu": {"classes": 100, "cls_epochs": 10, "cls_batch": 128, "cls_lr": 3e-3,
+    # classifier: 20 epochs with progressive resizing (64 -> 128 px until 85 % of them) cost about as much as
+    # 11 epochs at 128 px (experiments/sweep.py)
+    "cpu": {"classes": 100, "cls_epochs": 20, "cls_batch": 128, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.85,
             "seg_epochs": 30, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_freeze": 6},
     # all 200 classes and longer schedules on a CUDA GPU
-    "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3,
+    "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3, "cls_min_size": 64, "cls_full_at": 0.85,
             "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_freeze": 15},
 }
 
@@ -1389,7 +1431,7 @@ def best_threshold(logits, masks, grid=np.arange(0.2, 0.81, 0.05)):
     return float(table.loc[table["iou"].idxmax(), "threshold"]), table
 
 
-def classification_results(model, data, tta=False):
+def classification_results(model, data, tta=None):
     """Validation logits and metrics of a classifier: top-1, top-5, per-class accuracy, confusion matrix."""
     logits = predict(model, data.images, tta=tta)
     n_cls = logits.shape[1]

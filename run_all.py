@@ -9,6 +9,7 @@ report run); the demo profile writes everything under runs/demo/ and never touch
 The report is HTML always (report/ or runs/demo/report/), and PDF when a LaTeX engine (xelatex) is installed.
 """
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -82,7 +83,7 @@ def main(argv=None):
     in_place = out.resolve() == ROOT
     params = {"profile": profile, "data_dir": args.data, "output_dir": str(out.resolve()),
               "train": {"auto": "auto", "yes": True, "no": False}[args.train]}
-    executed, times, trained = [], {}, False
+    executed, times, trained = [], {}, []
     for name in NOTEBOOKS:
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
@@ -98,7 +99,8 @@ def main(argv=None):
                   f"   the partly executed notebook is {tmp}")
             return 1
         tmp.replace(target)          # the committed notebook is replaced only by a finished run
-        trained |= not all("reusing " in text for text in _train_outputs(target))
+        if not all("reusing " in text for text in _train_outputs(target)):
+            trained.append(name)
         times[name] = time.time() - t0
         executed.append(target)
         print(f"   done in {times[name] / 60:.1f} min", flush=True)
@@ -106,8 +108,12 @@ def main(argv=None):
     timings = {"profile": profile, "device": common.environment()["device"],
                "minutes": {k: v / 60 for k, v in times.items()}, "total_minutes": sum(times.values()) / 60}
     common.save_json(timings, out / "report" / "timings.json")
-    if trained and not args.only:   # beside the weights: how the minutes of the run that trained them were spent
-        common.save_json(timings, out / "weights" / "timings.json")
+    if trained:     # beside the weights: the minutes of the runs that trained them (merged per notebook)
+        path = out / "weights" / "timings.json"
+        kept = json.loads(path.read_text()) if path.exists() else {}
+        minutes = {**(kept.get("minutes", {}) if kept.get("profile") == profile else {}),
+                   **{k: times[k] / 60 for k in trained}}
+        common.save_json({**timings, "minutes": minutes, "total_minutes": sum(minutes.values())}, path)
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")
     return 0
 

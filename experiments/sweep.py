@@ -1,0 +1,241 @@
+"""Recipe search for the committed run (issue #6): named training recipes run through `common.fit` on the
+real data, several at a time (one process each), on a GPU or on this CPU. Every run writes
+<out>/<name>.json (best validation metric, its epoch, the history, flip-TTA metrics of the best model and the
+estimated time of the recipe on the 2-core CPU); `summary` prints them as one table.
+
+  python experiments/sweep.py pack --out .devdata        # compact copy of the data to take to a GPU machine
+  python experiments/sweep.py run --group cls --jobs 4 --data .devdata --out runs/sweep
+  python experiments/sweep.py run --group bb --classifier runs/sweep/cls_p16/best.pt ...
+  python experiments/sweep.py summary runs/sweep
+
+The packed Tiny ImageNet images are WebP at quality 60 (to fit the 64 MiB a GPU call can carry), so the
+numbers rank recipes; the committed metrics come from the cpu-profile notebooks on the original files.
+"""
+import argparse
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402
+
+# images/s of one classifier training step on the 2-core CPU by input side (measured with bf16, batch 128)
+CPU_CLS_IPS = {64: 508, 80: 371, 96: 267, 112: 205, 128: 166}
+CPU_CLS_VAL_S = 12              # one validation pass over 5000 images
+CPU_SEG_EPOCH_S = {"unet": 21.0, "bb_frozen": 7.0, "bb_tuned": 10.0}   # per epoch of 640 frames, val included
+
+SEG_AUG = dict(scale=(0.6, 1.0), hflip=True, vflip=True, rotate=10, brightness=0.2, contrast=0.2, saturation=0.1)
+CLS = dict(epochs=10, batch_size=128, lr=3e-3, label_smoothing=0.1)
+SEG = dict(epochs=30, batch_size=16, lr=3e-3, weight_decay=1e-4)
+BB = dict(epochs=20, batch_size=16, lr=3e-3, weight_decay=1e-4)
+P16 = dict(CLS, epochs=16, min_size=64, full_size_at=0.75)
+P20 = dict(CLS, epochs=20, min_size=64, full_size_at=0.85)
+
+GROUPS = {
+    "cls": {
+        "cls_base10": {"train": CLS},
+        "cls_p16": {"train": P16},
+        "cls_p20": {"train": P20},
+        "cls_p16_wd05": {"train": dict(P16, weight_decay=0.05)},
+        "cls_p16_lr6": {"train": dict(P16, lr=6e-3)},
+        "cls_p16_s50": {"train": P16, "aug": dict(scale=(0.5, 1.0))},
+        "cls_p16_s25": {"train": P16, "aug": dict(scale=(0.25, 1.0))},
+        "cls_p16_b256": {"train": dict(P16, batch_size=256, lr=5e-3)},
+        "cls_p16_nojit": {"train": P16, "aug": dict(brightness=0.1, contrast=0.1, saturation=0.1)},
+    },
+    "seg": {
+        "seg_base30": {"train": SEG},
+        "seg_e45": {"train": dict(SEG, epochs=45)},
+        "seg_e60": {"train": dict(SEG, epochs=60)},
+        "seg_lr1": {"train": dict(SEG, lr=1e-3)},
+        "seg_lr6": {"train": dict(SEG, lr=6e-3)},
+        "seg_bs8": {"train": dict(SEG, batch_size=8)},
+        "seg_flipsonly": {"train": SEG, "aug": dict(scale=(1.0, 1.0), rotate=0)},
+        "seg_strong": {"train": SEG, "aug": dict(scale=(0.35, 1.0), rotate=20, brightness=0.3, contrast=0.3)},
+        "seg_bce": {"train": dict(SEG, dice_weight=0.0)},
+        "seg_dice2": {"train": dict(SEG, dice_weight=2.0)},
+        "seg_wd05": {"train": dict(SEG, weight_decay=0.05)},
+        "seg_w64": {"train": SEG, "model": dict(widths=(64, 96, 128, 160, 192), decoder=(128, 96, 64, 32))},
+    },
+    "bb": {
+        "bb_A": {"train": dict(BB, freeze_encoder_epochs=-1)},
+        "bb_A_full": {"train": dict(BB, freeze_encoder_epochs=-1), "model": dict(full_res=16)},
+        "bb_B": {"train": dict(BB, freeze_encoder_epochs=6, encoder_lr_mult=0.1)},
+        "bb_B_full": {"train": dict(BB, freeze_encoder_epochs=6, encoder_lr_mult=0.1), "model": dict(full_res=16)},
+        "bb_B_full_lr3": {"train": dict(BB, freeze_encoder_epochs=6, encoder_lr_mult=0.3),
+                          "model": dict(full_res=16)},
+        "bb_B_full_f0": {"train": dict(BB, freeze_encoder_epochs=0, encoder_lr_mult=0.1),
+                         "model": dict(full_res=16)},
+        "bb_B_full_e30": {"train": dict(BB, epochs=30, freeze_encoder_epochs=8, encoder_lr_mult=0.1),
+                          "model": dict(full_res=16)},
+    },
+}
+
+
+def cpu_minutes(group, train):
+    cfg = common.TrainConfig(**train)
+    if group == "cls":
+        s = sum(45000 / CPU_CLS_IPS[common.epoch_input_size(cfg, e)] + CPU_CLS_VAL_S for e in range(cfg.epochs))
+    elif group == "seg":
+        s = cfg.epochs * CPU_SEG_EPOCH_S["unet"]
+    else:
+        frozen = cfg.epochs if cfg.freeze_encoder_epochs < 0 else cfg.freeze_encoder_epochs
+        s = frozen * CPU_SEG_EPOCH_S["bb_frozen"] + (cfg.epochs - frozen) * CPU_SEG_EPOCH_S["bb_tuned"]
+    return s / 60
+
+
+# --- data ---------------------------------------------------------------------------------------------
+def _webp(images, quality):
+    """uint8 (N,3,H,W) -> one byte blob of WebP files and their offsets."""
+    from PIL import Image
+    blobs, offsets = [], [0]
+    for x in images.permute(0, 2, 3, 1).numpy():
+        b = io.BytesIO()
+        Image.fromarray(x).save(b, "WEBP", quality=quality)
+        blobs.append(b.getvalue())
+        offsets.append(offsets[-1] + len(blobs[-1]))
+    return np.frombuffer(b"".join(blobs), np.uint8), np.array(offsets)
+
+
+def _unwebp(blob, offsets):
+    from PIL import Image
+    blob = blob.tobytes()
+    imgs = np.stack([np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]])).convert("RGB"))
+                     for i in range(len(offsets) - 1)])
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+
+
+def pack(out, quality=55):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tr, va, _, _ = common.load_datasets("tiny", "cpu")
+    blob, offsets = _webp(torch.cat([tr.images, va.images]), quality)
+    np.savez(out / "tiny.npz", blob=blob, offsets=offsets, labels=torch.cat([tr.labels, va.labels]).numpy(),
+             n_train=len(tr), classes=np.array(tr.classes))
+    mtr, mva, _ = common.load_datasets("moon", "cpu")
+    blob, offsets = _webp(torch.cat([mtr.images, mva.images]), 90)
+    np.savez_compressed(out / "moon.npz", blob=blob, offsets=offsets, n_train=len(mtr),
+                        masks=np.packbits(torch.cat([mtr.masks, mva.masks]).numpy()))
+    print({p.name: f"{p.stat().st_size / 2 ** 20:.1f} MiB" for p in out.iterdir()})
+
+
+def load(data, group):
+    """(train, val) from a pack folder, or from the real data via `common.load_datasets` when data is None."""
+    if data is None:
+        if group == "cls":
+            return common.load_datasets("tiny", "cpu", progress=False)[:2]
+        return common.load_datasets("moon", "cpu", progress=False)[:2]
+    if group == "cls":
+        z = np.load(Path(data) / "tiny.npz")
+        images = _unwebp(z["blob"], z["offsets"])
+        classes = [str(c) for c in z["classes"]]
+        full = common.ImageSet(images, torch.from_numpy(z["labels"]), classes, classes)
+        n = int(z["n_train"])
+        return full.subset(range(n)), full.subset(range(n, len(full)))
+    z = np.load(Path(data) / "moon.npz")
+    images = _unwebp(z["blob"], z["offsets"])
+    masks = torch.from_numpy(np.unpackbits(z["masks"])[:images[:, :1].numel()].reshape(images[:, :1].shape))
+    full = common.MaskSet(images, masks, list(range(len(images))), (360, 240))
+    n = int(z["n_train"])
+    return full.subset(range(n)), full.subset(range(n, len(full)))
+
+
+# --- one run ------------------------------------------------------------------------------------------
+def run_one(name, group, data, out, classifier=None, smoke=False):
+    spec = GROUPS[group][name]
+    base_aug = {} if group == "cls" else SEG_AUG
+    aug = common.AugmentConfig(**{**base_aug, **spec.get("aug", {})})
+    cfg = common.TrainConfig(**spec["train"], augment=aug)
+    train, val = load(data, group)
+    if smoke:       # a check of the script itself: 2 epochs of 2 batches, small validation
+        cfg.epochs, cfg.max_steps_per_epoch, val = 2, 2, val.subset(range(64))
+    if group == "cls":
+        make = lambda: common.Classifier(len(train.classes), **spec.get("model", {}))
+    elif group == "seg":
+        make = lambda: common.unet(**spec.get("model", {}))
+    else:
+        cls_model, _ = common.load_checkpoint(classifier, expect_task="classification")
+        kw = dict(spec.get("model", {}))
+        if kw.get("full_res"):
+            kw.setdefault("decoder", (128, 96, 64, 32, 16))
+        make = lambda: common.load_backbone(common.backbone_unet(cls_model.config, **kw), cls_model)
+    model = make()
+    t0 = time.time()
+    hist = common.fit(model, train, val, cfg, Path(out) / name, progress=False)
+    best, _ = common.load_checkpoint(Path(out) / name / "best.pt")
+    best.to(common.default_device())
+    res = {"name": name, "group": group, "params": common.count_params(model), "wall_s": time.time() - t0,
+           "est_cpu_min": cpu_minutes(group, spec["train"]), "spec": json.loads(json.dumps(spec, default=list)),
+           "history": hist.to_dict(orient="list")}
+    if group == "cls":
+        for tta in (False, True):
+            r = common.classification_results(best, val, tta=tta)
+            res[f"top1{'_tta' if tta else ''}"] = float(r["metrics"]["top1"])
+    else:
+        for tta in (False, True):
+            logits = common.predict(best, val.images, tta=tta)
+            thr, _ = common.best_threshold(logits, val.masks)
+            m = common.seg_metrics(common.confusion_counts(logits, val.masks, 0.5))
+            mt = common.seg_metrics(common.confusion_counts(logits, val.masks, thr))
+            sfx = "_tta" if tta else ""
+            res.update({f"iou{sfx}": m["iou"], f"iou_thr{sfx}": mt["iou"], f"thr{sfx}": thr})
+    res["best_epoch"] = int(hist[[c for c in hist if c in ("val_top1", "val_iou")][0]].idxmax()) + 1
+    common.save_json(res, Path(out) / f"{name}.json")
+    print(json.dumps({k: v for k, v in res.items() if k not in ("history", "spec")}), flush=True)
+
+
+def summary(out):
+    rows = [json.loads(p.read_text()) for p in sorted(Path(out).glob("*.json"))]
+    keys = ["top1", "top1_tta", "iou", "iou_thr", "iou_tta", "iou_thr_tta", "thr_tta", "best_epoch",
+            "est_cpu_min", "wall_s", "params"]
+    print("| run | " + " | ".join(keys) + " |")
+    print("|" + "---|" * (len(keys) + 1))
+    for r in rows:
+        cells = [f"{r[k]:.4f}" if isinstance(r.get(k), float) and k not in ("est_cpu_min", "wall_s")
+                 else (f"{r[k]:.1f}" if isinstance(r.get(k), float) else str(r.get(k, ""))) for k in keys]
+        print(f"| {r['name']} | " + " | ".join(cells) + " |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("--out", default=".devdata")
+    r = sub.add_parser("run")
+    r.add_argument("--group", choices=list(GROUPS), required=True)
+    r.add_argument("--names", nargs="*", help="runs of the group (default: all)")
+    r.add_argument("--data", default=None, help="a pack folder (default: the real data)")
+    r.add_argument("--out", default="runs/sweep")
+    r.add_argument("--jobs", type=int, default=1)
+    r.add_argument("--classifier", default=None, help="classifier checkpoint for the 'bb' group")
+    r.add_argument("--smoke", action="store_true", help="2 epochs of 2 batches per run (checks the script)")
+    r.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    s = sub.add_parser("summary")
+    s.add_argument("out")
+    a = ap.parse_args()
+    if a.cmd == "pack":
+        return pack(a.out)
+    if a.cmd == "summary":
+        return summary(a.out)
+    names = a.names or list(GROUPS[a.group])
+    if a.one:
+        return run_one(names[0], a.group, a.data, a.out, a.classifier, a.smoke)
+    procs, queue = [], list(names)
+    while queue or procs:
+        while queue and len(procs) < a.jobs:
+            cmd = [sys.executable, __file__, "run", "--one", "--group", a.group, "--out", a.out,
+                   "--names", queue.pop(0)] + (["--data", a.data] if a.data else []) + \
+                  (["--classifier", a.classifier] if a.classifier else []) + (["--smoke"] if a.smoke else [])
+            procs.append(subprocess.Popen(cmd))
+        time.sleep(1)
+        procs = [p for p in procs if p.poll() is None]
+
+
+if __name__ == "__main__":
+    main()
