@@ -598,6 +598,12 @@ class AugmentConfig:
     contrast: float = 0.3
     saturation: float = 0.3
 
+    @classmethod
+    def none(cls):
+        """No augmentation at all (the training batch is the validation input)."""
+        return cls(scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=False, vflip=False, rotate=0.0, brightness=0.0,
+                   contrast=0.0, saturation=0.0)
+
 
 class BatchAugment:
     """Augments a uint8 batch (N,3,h,w) [+ mask (N,1,h,w)] into float (N,3,S,S) [+ (N,1,S,S)] on its device.
@@ -640,6 +646,8 @@ class BatchAugment:
 
     def __call__(self, x, mask=None, gen=None):
         n, s = x.shape[0], self.out_size
+        if self.cfg == AugmentConfig.none() and x.shape[-1] == s:        # nothing to do
+            return x.float() if mask is None else (x.float(), mask.float())
         theta = self._theta(n, gen, x.device)
         grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)
         img = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -1317,16 +1325,16 @@ def preprocess(pil_image, meta):
 PROFILES = {
     # synthetic data made by `common`, a few minutes on a laptop CPU
     "demo": {"classes": 10, "cls_epochs": 5, "cls_batch": 64, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.6,
-             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_freeze": 3,
+             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_freeze": 2,
              "synthetic": {"n_classes": 10, "n_train": 60, "n_val": 10, "n_moon": 60, "moon_size": (360, 240)}},
     # the real data on 2 CPU cores, all three notebooks in about 90 minutes
     # classifier: 20 epochs with progressive resizing (64 -> 128 px until 85 % of them) cost about as much as
     # 11 epochs at 128 px (experiments/sweep.py)
     "cpu": {"classes": 100, "cls_epochs": 20, "cls_batch": 128, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 30, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_freeze": 6},
+            "seg_epochs": 40, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_freeze": 2},
     # all 200 classes and longer schedules on a CUDA GPU
     "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_freeze": 15},
+            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_freeze": 6},
 }
 
 

@@ -71,6 +71,8 @@ def main(argv=None):
                     help="auto: reuse matching weights, else train (resuming); yes: train; no: reuse only")
     ap.add_argument("--out", default=None, help="output folder (default: the repository; runs/demo for demo)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (e.g. 02 03)")
+    ap.add_argument("--cell-timeout", type=float, default=None,
+                    help="seconds one cell may run before the run fails (default: 600 for demo, none otherwise)")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -83,6 +85,7 @@ def main(argv=None):
     in_place = out.resolve() == ROOT
     params = {"profile": profile, "data_dir": args.data, "output_dir": str(out.resolve()),
               "train": {"auto": "auto", "yes": True, "no": False}[args.train]}
+    cell_timeout = args.cell_timeout or (600 if profile == "demo" else None)
     executed, times, trained = [], {}, []
     for name in NOTEBOOKS:
         if args.only and not any(name.startswith(o) for o in args.only):
@@ -93,10 +96,15 @@ def main(argv=None):
         t0 = time.time()
         try:
             pm.execute_notebook(str(ROOT / name), str(tmp), parameters=params, cwd=str(ROOT),
-                                kernel_name="python3", progress_bar=False, log_output=False)
+                                kernel_name="python3", progress_bar=False, log_output=False,
+                                execution_timeout=cell_timeout)
         except pm.PapermillExecutionError as e:
             print(f"!! {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                   f"   the partly executed notebook is {tmp}")
+            return 1
+        except TimeoutError as e:       # a stalled kernel becomes a clear failure instead of a hang
+            print(f"!! {name}: a cell ran longer than {cell_timeout:.0f} s ({e}); the partly executed notebook "
+                  f"is {tmp}")
             return 1
         tmp.replace(target)          # the committed notebook is replaced only by a finished run
         if not all("reusing " in text for text in _train_outputs(target)):

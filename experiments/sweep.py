@@ -28,7 +28,9 @@ import common  # noqa: E402
 # images/s of one classifier training step on the 2-core CPU by input side (measured with bf16, batch 128)
 CPU_CLS_IPS = {64: 508, 80: 371, 96: 267, 112: 205, 128: 166}
 CPU_CLS_VAL_S = 12              # one validation pass over 5000 images
-CPU_SEG_EPOCH_S = {"unet": 21.0, "bb_frozen": 7.0, "bb_tuned": 10.0}   # per epoch of 640 frames, val included
+# seconds per epoch of 640 frames on the 2-core CPU (batch 16, validation included); the backbone U-Net with
+# its full-resolution block (full_res) costs more
+CPU_SEG_EPOCH_S = {"unet": 21.0, "bb_frozen": 7.0, "bb_tuned": 10.0, "bb_frozen_full": 11.5, "bb_tuned_full": 14.5}
 
 SEG_AUG = dict(scale=(0.6, 1.0), hflip=True, vflip=True, rotate=10, brightness=0.2, contrast=0.2, saturation=0.1)
 CLS = dict(epochs=10, batch_size=128, lr=3e-3, label_smoothing=0.1)
@@ -36,6 +38,7 @@ SEG = dict(epochs=30, batch_size=16, lr=3e-3, weight_decay=1e-4)
 BB = dict(epochs=20, batch_size=16, lr=3e-3, weight_decay=1e-4)
 P16 = dict(CLS, epochs=16, min_size=64, full_size_at=0.75)
 P20 = dict(CLS, epochs=20, min_size=64, full_size_at=0.85)
+FLIPS = dict(scale=(1.0, 1.0), rotate=0)     # on top of SEG_AUG: flips and colour jitter, no crop or rotation
 
 GROUPS = {
     "cls": {
@@ -75,18 +78,42 @@ GROUPS = {
         "bb_B_full_e30": {"train": dict(BB, epochs=30, freeze_encoder_epochs=8, encoder_lr_mult=0.1),
                           "model": dict(full_res=16)},
     },
+    # second round, after the first showed that lighter augmentation and more epochs help the U-Net
+    "seg2": {
+        "seg2_hflip_s6": {"train": SEG, "aug": dict(vflip=False, rotate=0)},
+        "seg2_flips_s6": {"train": SEG, "aug": dict(rotate=0)},
+        "seg2_flips_nocolour": {"train": SEG, "aug": dict(scale=(1.0, 1.0), rotate=0, brightness=0.0,
+                                                           contrast=0.0, saturation=0.0)},
+        "seg2_hflip": {"train": SEG, "aug": dict(scale=(1.0, 1.0), rotate=0, vflip=False)},
+        "seg2_none": {"train": SEG, "aug": dict(scale=(1.0, 1.0), rotate=0, vflip=False, hflip=False,
+                                                 brightness=0.0, contrast=0.0, saturation=0.0)},
+        "seg2_flips_s8": {"train": SEG, "aug": dict(scale=(0.8, 1.0), rotate=0)},
+        "seg2_flips_dec": {"train": SEG, "aug": FLIPS, "model": dict(decoder=(128, 96, 64, 32))},
+        "seg2_flips_e45": {"train": dict(SEG, epochs=45), "aug": FLIPS},
+        "seg2_flips_e45_dec": {"train": dict(SEG, epochs=45), "aug": FLIPS, "model": dict(decoder=(128, 96, 64, 32))},
+    },
+    "bb2": {
+        "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
+        "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},
+        "bb2_B_full_f0_flips_e30": {"train": dict(BB, epochs=30, encoder_lr_mult=0.1), "aug": FLIPS,
+                                    "model": dict(full_res=16)},
+        "bb2_B_full_f0_flips_lr3": {"train": dict(BB, encoder_lr_mult=0.3), "aug": FLIPS, "model": dict(full_res=16)},
+        "bb2_B_full_f0_flips_full32": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS,
+                                       "model": dict(full_res=32, decoder=(128, 96, 64, 32, 32))},
+    },
 }
 
 
-def cpu_minutes(group, train):
+def cpu_minutes(group, train, model=None):
     cfg = common.TrainConfig(**train)
+    full = "_full" if (model or {}).get("full_res") else ""
     if group == "cls":
         s = sum(45000 / CPU_CLS_IPS[common.epoch_input_size(cfg, e)] + CPU_CLS_VAL_S for e in range(cfg.epochs))
-    elif group == "seg":
+    elif group.startswith("seg"):
         s = cfg.epochs * CPU_SEG_EPOCH_S["unet"]
     else:
         frozen = cfg.epochs if cfg.freeze_encoder_epochs < 0 else cfg.freeze_encoder_epochs
-        s = frozen * CPU_SEG_EPOCH_S["bb_frozen"] + (cfg.epochs - frozen) * CPU_SEG_EPOCH_S["bb_tuned"]
+        s = frozen * CPU_SEG_EPOCH_S["bb_frozen" + full] + (cfg.epochs - frozen) * CPU_SEG_EPOCH_S["bb_tuned" + full]
     return s / 60
 
 
@@ -157,7 +184,7 @@ def run_one(name, group, data, out, classifier=None, smoke=False):
         cfg.epochs, cfg.max_steps_per_epoch, val = 2, 2, val.subset(range(64))
     if group == "cls":
         make = lambda: common.Classifier(len(train.classes), **spec.get("model", {}))
-    elif group == "seg":
+    elif group.startswith("seg"):
         make = lambda: common.unet(**spec.get("model", {}))
     else:
         cls_model, _ = common.load_checkpoint(classifier, expect_task="classification")
@@ -171,7 +198,7 @@ def run_one(name, group, data, out, classifier=None, smoke=False):
     best, _ = common.load_checkpoint(Path(out) / name / "best.pt")
     best.to(common.default_device())
     res = {"name": name, "group": group, "params": common.count_params(model), "wall_s": time.time() - t0,
-           "est_cpu_min": cpu_minutes(group, spec["train"]), "spec": json.loads(json.dumps(spec, default=list)),
+           "est_cpu_min": cpu_minutes(group, spec["train"], spec.get("model")), "spec": json.loads(json.dumps(spec, default=list)),
            "history": hist.to_dict(orient="list")}
     if group == "cls":
         for tta in (False, True):

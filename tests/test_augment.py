@@ -38,3 +38,12 @@ def test_identity_config_is_plain_resize():
     out = common.BatchAugment(cfg)(x, gen=torch.Generator().manual_seed(0))
     ref = torch.nn.functional.interpolate(x.float(), size=128, mode="bilinear", align_corners=False)
     assert (out - ref).abs().max() < 1e-3
+
+
+def test_no_augmentation_returns_the_validation_input_and_mask():
+    x = torch.randint(0, 256, (3, 3, 128, 128), dtype=torch.uint8)
+    m = torch.randint(0, 2, (3, 1, 128, 128), dtype=torch.uint8)
+    ai, am = common.BatchAugment(common.AugmentConfig.none())(x, m, torch.Generator().manual_seed(0))
+    assert torch.equal(ai, common.model_input(x)) and torch.equal(am, m.float())
+    small = common.BatchAugment(common.AugmentConfig.none())(x[:, :, :64, :64], gen=torch.Generator())
+    assert small.shape == (3, 3, 128, 128)          # a different size is still resized to the input size

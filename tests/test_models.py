@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import common
@@ -58,3 +59,38 @@ def test_build_model_from_config():
         again = common.build_model(m.config)
         assert common.count_params(again) == common.count_params(m)
         again.load_state_dict(m.state_dict())
+
+
+def test_flip_tta_is_part_of_the_model_and_of_its_checkpoint(tmp_path):
+    """With tta on, the classifier is invariant and the U-Net equivariant to the horizontal flip (in eval mode
+    only), and a checkpoint brings the setting back."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 128, 128)
+    cls, seg = common.Classifier(5).eval(), common.unet().eval()
+    with torch.no_grad():
+        assert not torch.allclose(cls(x), cls(x.flip(-1)), atol=1e-5)      # not invariant without TTA
+        cls.tta = seg.tta = True
+        assert torch.allclose(cls(x), cls(x.flip(-1)), atol=1e-5)
+        assert torch.allclose(seg(x).flip(-1), seg(x.flip(-1)), atol=1e-5)
+        assert torch.allclose(cls(x), (cls.logits(x) + cls.logits(x.flip(-1))) / 2, atol=1e-6)
+    imgs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert not torch.allclose(common.predict(cls, imgs), common.predict(cls, imgs, tta=False), atol=1e-4)
+    assert cls.tta                                             # predict(tta=...) does not change the model
+    cls.train()
+    assert cls(x).shape == (2, 5)                               # training never averages
+    common.save_checkpoint(tmp_path / "c.pt", cls.eval(), task="classification", tta=False)
+    loaded, meta = common.load_checkpoint(tmp_path / "c.pt")
+    assert loaded.tta and meta["tta"]                           # the model's own setting wins over meta
+
+
+def test_backbone_unet_full_resolution_skip():
+    cls = common.Classifier(10)
+    seg = common.backbone_unet(cls.config, full_res=8, decoder=(64, 48, 32, 16, 8))
+    assert seg.encoder.strides == [1, 2, 4, 8, 16, 32] and seg.encoder.out_channels[0] == 8
+    assert seg.eval()(torch.randn(1, 3, 128, 128)).shape == (1, 1, 128, 128)
+    seg.freeze_encoder()
+    assert all(p.requires_grad for p in seg.encoder.full.parameters())      # only the classifier's stages freeze
+    again = common.build_model(seg.config)
+    again.load_state_dict(seg.state_dict())
+    with pytest.raises(ValueError, match="5 widths"):
+        common.backbone_unet(cls.config, full_res=8)           # the default decoder has one level too few

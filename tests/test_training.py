@@ -89,3 +89,15 @@ def test_variant_b_unfreezes_after_the_frozen_epochs(moon_root, tmp_path):
                                                     seg.encoder.backbone.state_dict().items()}))
     assert all(torch.equal(snapshots[0][k], start[k]) for k in start)        # epoch 1: frozen
     assert any(not torch.equal(snapshots[1][k], start[k]) for k in start)    # epoch 2: fine-tuned
+
+
+def test_progressive_resizing_schedule_and_fit(tiny_root, tmp_path):
+    cfg = common.TrainConfig(epochs=20, min_size=64, full_size_at=0.85)
+    sizes = [common.epoch_input_size(cfg, e) for e in range(20)]
+    assert sizes[0] == 64 and sizes[-3:] == [128] * 3 and sizes == sorted(sizes)
+    assert all(s % 16 == 0 for s in sizes)
+    assert [common.epoch_input_size(common.TrainConfig(epochs=5), e) for e in range(5)] == [128] * 5
+    train, val = cls_data(tiny_root)
+    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=4e-3, min_size=64, full_size_at=0.67)
+    hist = common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path, progress=False)
+    assert list(hist["input_size"]) == [64, 80, 128]

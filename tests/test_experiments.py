@@ -1,0 +1,30 @@
+"""The recipe search's saved results must match the recipes that experiments/sweep.py defines."""
+import json
+import sys
+from pathlib import Path
+
+import common
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import sweep  # noqa: E402
+
+
+def test_every_recipe_builds_and_saved_runs_match_their_recipe():
+    cls = common.Classifier(100)
+    for group, runs in sweep.GROUPS.items():
+        for name, spec in runs.items():
+            aug = common.AugmentConfig(**{**({} if group == "cls" else sweep.SEG_AUG), **spec.get("aug", {})})
+            common.TrainConfig(**spec["train"], augment=aug)
+            if group.startswith("bb") and spec.get("model", {}).get("full_res"):
+                common.backbone_unet(cls.config, **{"decoder": (128, 96, 64, 32, 16), **spec["model"]})
+            assert sweep.cpu_minutes(group, spec["train"], spec.get("model")) > 0
+    for f in (ROOT / "experiments" / "results").glob("*.json"):
+        for r in json.loads(f.read_text())["runs"]:
+            assert r["spec"] == json.loads(json.dumps(sweep.GROUPS[r["group"]][r["name"]], default=list)), r["name"]
+
+
+def test_cpu_cost_model_prefers_progressive_resizing():
+    full = sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=20))
+    progressive = sweep.cpu_minutes("cls", sweep.P20)
+    assert progressive < 0.6 * full
