@@ -39,6 +39,10 @@ BB = dict(epochs=20, batch_size=16, lr=3e-3, weight_decay=1e-4)
 P16 = dict(CLS, epochs=16, min_size=64, full_size_at=0.75)
 P20 = dict(CLS, epochs=20, min_size=64, full_size_at=0.85)
 FLIPS = dict(scale=(1.0, 1.0), rotate=0)     # on top of SEG_AUG: flips and colour jitter, no crop or rotation
+# no flips, rotation or colour; the crop keeps its aspect-ratio jitter (ratio 3/4..4/3 at full area), so this is
+# not quite `AugmentConfig.none()`, which the notebooks use
+ASPECT_ONLY = dict(scale=(1.0, 1.0), rotate=0, vflip=False, hflip=False, brightness=0.0, contrast=0.0,
+                   saturation=0.0)
 
 GROUPS = {
     "cls": {
@@ -91,6 +95,13 @@ GROUPS = {
         "seg2_flips_dec": {"train": SEG, "aug": FLIPS, "model": dict(decoder=(128, 96, 64, 32))},
         "seg2_flips_e45": {"train": dict(SEG, epochs=45), "aug": FLIPS},
         "seg2_flips_e45_dec": {"train": dict(SEG, epochs=45), "aug": FLIPS, "model": dict(decoder=(128, 96, 64, 32))},
+    },
+    # third round, on this CPU and the original files: variant B started from the trained variant A (--init)
+    "bb3": {
+        "bb3_fromA_e10_lr1": {"train": dict(BB, epochs=10, lr=1e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+                              "model": dict(full_res=16)},
+        "bb3_fromA_e10_lr1_enc01": {"train": dict(BB, epochs=10, lr=1e-3, encoder_lr_mult=0.1), "aug": ASPECT_ONLY,
+                                    "model": dict(full_res=16)},
     },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
@@ -174,7 +185,7 @@ def load(data, group):
 
 
 # --- one run ------------------------------------------------------------------------------------------
-def run_one(name, group, data, out, classifier=None, smoke=False):
+def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
     spec = GROUPS[group][name]
     base_aug = {} if group == "cls" else SEG_AUG
     aug = common.AugmentConfig(**{**base_aug, **spec.get("aug", {})})
@@ -191,7 +202,13 @@ def run_one(name, group, data, out, classifier=None, smoke=False):
         kw = dict(spec.get("model", {}))
         if kw.get("full_res"):
             kw.setdefault("decoder", (128, 96, 64, 32, 16))
-        make = lambda: common.load_backbone(common.backbone_unet(cls_model.config, **kw), cls_model)
+        start = common.load_checkpoint(init, expect_task="segmentation")[0].state_dict() if init else None
+
+        def make():
+            m = common.load_backbone(common.backbone_unet(cls_model.config, **kw), cls_model)
+            if start is not None:       # start from a trained backbone U-Net (variant A), not a fresh decoder
+                m.load_state_dict(start)
+            return m
     model = make()
     t0 = time.time()
     hist = common.fit(model, train, val, cfg, Path(out) / name, progress=False)
@@ -240,7 +257,8 @@ def main():
     r.add_argument("--data", default=None, help="a pack folder (default: the real data)")
     r.add_argument("--out", default="runs/sweep")
     r.add_argument("--jobs", type=int, default=1)
-    r.add_argument("--classifier", default=None, help="classifier checkpoint for the 'bb' group")
+    r.add_argument("--classifier", default=None, help="classifier checkpoint for the 'bb' groups")
+    r.add_argument("--init", default=None, help="backbone U-Net checkpoint to start the 'bb' runs from")
     r.add_argument("--smoke", action="store_true", help="2 epochs of 2 batches per run (checks the script)")
     r.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     s = sub.add_parser("summary")
@@ -252,13 +270,14 @@ def main():
         return summary(a.out)
     names = a.names or list(GROUPS[a.group])
     if a.one:
-        return run_one(names[0], a.group, a.data, a.out, a.classifier, a.smoke)
+        return run_one(names[0], a.group, a.data, a.out, a.classifier, a.smoke, a.init)
     procs, queue = [], list(names)
     while queue or procs:
         while queue and len(procs) < a.jobs:
             cmd = [sys.executable, __file__, "run", "--one", "--group", a.group, "--out", a.out,
                    "--names", queue.pop(0)] + (["--data", a.data] if a.data else []) + \
-                  (["--classifier", a.classifier] if a.classifier else []) + (["--smoke"] if a.smoke else [])
+                  (["--classifier", a.classifier] if a.classifier else []) + (["--smoke"] if a.smoke else []) + \
+                  (["--init", a.init] if a.init else [])
             procs.append(subprocess.Popen(cmd))
         time.sleep(1)
         procs = [p for p in procs if p.poll() is None]

@@ -25,6 +25,6 @@ def test_every_recipe_builds_and_saved_runs_match_their_recipe():
 
 
 def test_cpu_cost_model_prefers_progressive_resizing():
-    full = sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=20))
-    progressive = sweep.cpu_minutes("cls", sweep.P20)
-    assert progressive < 0.6 * full
+    """Twenty epochs growing from 64 to 128 px cost less than thirteen at 128 px (validation included)."""
+    assert sweep.cpu_minutes("cls", sweep.P20) < sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=13))
+    assert sweep.cpu_minutes("cls", sweep.P20) > sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=10))

@@ -98,6 +98,6 @@ def test_progressive_resizing_schedule_and_fit(tiny_root, tmp_path):
     assert all(s % 16 == 0 for s in sizes)
     assert [common.epoch_input_size(common.TrainConfig(epochs=5), e) for e in range(5)] == [128] * 5
     train, val = cls_data(tiny_root)
-    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=4e-3, min_size=64, full_size_at=0.67)
+    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=4e-3, min_size=64, full_size_at=0.6)
     hist = common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path, progress=False)
-    assert list(hist["input_size"]) == [64, 80, 128]
+    assert list(hist["input_size"]) == [64, 96, 128]
