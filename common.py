@@ -1452,10 +1452,10 @@ def classification_results(model, data, tta=None):
             "metrics": {"top1": c[1] / len(pred), "top5": c[min(5, n_cls)] / len(pred), "n": len(pred)}}
 
 
-def segmentation_results(model, data, threshold=None):
+def segmentation_results(model, data, threshold=None, tta=None):
     """Validation probabilities and metrics of a segmentation model. threshold=None chooses it on `data`
-    (see `best_threshold`); the metrics are then reported at that threshold."""
-    logits = predict(model, data.images)
+    (see `best_threshold`); the metrics are then reported at that threshold. tta as in `predict`."""
+    logits = predict(model, data.images, tta=tta)
     table = None
     if threshold is None:
         threshold, table = best_threshold(logits, data.masks)

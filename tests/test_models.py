@@ -76,6 +76,10 @@ def test_flip_tta_is_part_of_the_model_and_of_its_checkpoint(tmp_path):
     imgs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     assert not torch.allclose(common.predict(cls, imgs), common.predict(cls, imgs, tta=False), atol=1e-4)
     assert cls.tta                                             # predict(tta=...) does not change the model
+    masks = torch.zeros(2, 1, 128, 128)
+    with_tta = common.segmentation_results(seg, common.MaskSet(imgs, masks, [0, 1]), threshold=0.5)
+    without = common.segmentation_results(seg, common.MaskSet(imgs, masks, [0, 1]), threshold=0.5, tta=False)
+    assert not torch.allclose(with_tta["probs"], without["probs"]) and seg.tta
     cls.train()
     assert cls(x).shape == (2, 5)                               # training never averages
     common.save_checkpoint(tmp_path / "c.pt", cls.eval(), task="classification", tta=False)
