@@ -615,6 +615,7 @@ class BatchAugment:
 
     def __init__(self, cfg: AugmentConfig, out_size=INPUT_SIZE):
         self.cfg, self.out_size = cfg, out_size
+        self.identity = cfg == AugmentConfig.none()
 
     def _theta(self, n, gen, device):
         c = self.cfg
@@ -646,7 +647,7 @@ class BatchAugment:
 
     def __call__(self, x, mask=None, gen=None):
         n, s = x.shape[0], self.out_size
-        if self.cfg == AugmentConfig.none() and x.shape[-1] == s:        # nothing to do
+        if self.identity and x.shape[-1] == s:        # nothing to do
             return x.float() if mask is None else (x.float(), mask.float())
         theta = self._theta(n, gen, x.device)
         grid = F.affine_grid(theta, (n, 1, s, s), align_corners=False)

@@ -80,7 +80,8 @@ def sweep_table():
     for f in sorted((ROOT / "experiments" / "results").glob("*.json")):
         data = json.loads(f.read_text())
         lines += [f"From `{f.relative_to(ROOT)}` ({data['meta']['device']}; {data['meta']['data']}).", "",
-                  "| round | run | what differs from its base run (`cls_base10`, `seg_base30`, `bb_B`, `bb3_fromA_e10_lr1`) | best-epoch metric | with flip TTA "
+                  "| round | run | what differs from its base run ("
+                  + ", ".join(f"`{n}`" for n in dict.fromkeys(SWEEP_BASE.values())) + ") | best-epoch metric | with flip TTA "
                   "| best epoch | est. minutes on the 2-core CPU |", "|---|---|---|---|---|---|---|"]
         specs = {r["name"]: r["spec"] for r in data["runs"]}
         for r in data["runs"]:

@@ -63,29 +63,6 @@ def _train_outputs(path):
             if c.cell_type == "code" and "train_or_reuse(" in c.source]
 
 
-def _patch_lost_wakeups():
-    """Work around a lost wake-up in jupyter_client's asyncio channels: executing a cell that displays widgets
-    sometimes never returns although the kernel is idle (nbclient issue #312; seen here in the slider cells).
-    An unbounded wait for a message becomes a loop of 1-second waits, so a missed wake-up costs a second."""
-    from queue import Empty
-    from jupyter_client.channels import AsyncZMQSocketChannel
-    original = AsyncZMQSocketChannel.get_msg
-    if getattr(original, "bounded", False):
-        return
-
-    async def get_msg(self, timeout=None):
-        if timeout is not None:
-            return await original(self, timeout)
-        while True:
-            try:
-                return await original(self, 1.0)
-            except Empty:
-                continue
-
-    get_msg.bounded = True
-    AsyncZMQSocketChannel.get_msg = get_msg
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="auto", choices=["auto", "demo", "cpu", "gpu"])
@@ -101,7 +78,6 @@ def main(argv=None):
     sys.path.insert(0, str(ROOT))
     import common
     import papermill as pm
-    _patch_lost_wakeups()
 
     profile = common.resolve_profile(args.profile, args.data)
     out = Path(args.out) if args.out else (ROOT / "runs" / "demo" if profile == "demo" else ROOT)
