@@ -766,18 +766,23 @@ class AdaptedEncoder(nn.Module):
     """A classifier's encoder with 1x1 Conv-BN-ReLU adapters that bring each stage to the decoder's widths.
     full_res > 0 adds a small double Conv-BN-ReLU on the input itself as a stride-1 skip (the classifier's
     first stage is already at stride 2), so the decoder's last level sees full-resolution detail.
+    upsample > 1 feeds the classifier a bilinearly upscaled input: its stages then sit at strides
+    2/upsample, 4/upsample, ... of the input, so with 2 they start at full resolution, and the input looks like
+    the 64->128 px upscaled images the classifier was trained on.
     Freezing touches only the classifier's stages; the adapters and the full-resolution block always train."""
 
-    def __init__(self, backbone: ClassifierEncoder, widths, full_res=0):
+    def __init__(self, backbone: ClassifierEncoder, widths, full_res=0, upsample=1):
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.upsample = backbone, upsample
         self.adapters = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(backbone.out_channels, widths))
         self.full = nn.Sequential(conv_bn(3, full_res), conv_bn(full_res, full_res)) if full_res else None
         self.out_channels = ([full_res] if full_res else []) + list(widths)
-        self.strides = ([1] if full_res else []) + list(backbone.strides)
+        self.strides = ([1] if full_res else []) + [s // upsample for s in backbone.strides]
 
     def forward(self, x):
-        feats = [a(f) for a, f in zip(self.adapters, self.backbone(x))]
+        xb = x if self.upsample == 1 else F.interpolate(x, scale_factor=self.upsample, mode="bilinear",
+                                                         align_corners=False)
+        feats = [a(f) for a, f in zip(self.adapters, self.backbone(xb))]
         return [self.full(x)] + feats if self.full is not None else feats
 
 
@@ -861,19 +866,21 @@ def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
     return SegmentationModel(UNetEncoder(widths), decoder, cfg)
 
 
-def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=(128, 96, 64, 32), full_res=0):
+def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=(128, 96, 64, 32), full_res=0,
+                  upsample=1):
     """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters and the same decoder
     as `unet`. Without `full_res` the decoder ends at stride 2 and is interpolated to full size; with it, a
-    full-resolution skip feeds one more decoder level (give `decoder` one more width). Load the classifier's
-    weights with `load_backbone`."""
+    full-resolution skip feeds one more decoder level (give `decoder` one more width). upsample=2 runs the
+    classifier's stages on a 2x upscaled input instead (strides 1..16, no full-resolution block needed; see
+    `AdaptedEncoder`). Load the classifier's weights with `load_backbone`."""
     cls_cfg = {k: v for k, v in classifier_config.items()}
     backbone = ClassifierEncoder(cls_cfg["widths"], cls_cfg["blocks"])
-    encoder = AdaptedEncoder(backbone, adapters, full_res)
+    encoder = AdaptedEncoder(backbone, adapters, full_res, upsample)
     if len(decoder) != len(encoder.out_channels) - 1:
         raise ValueError(f"the decoder needs {len(encoder.out_channels) - 1} widths for this encoder, "
                          f"got {len(decoder)}")
     cfg = {"arch": "backbone_unet", "classifier": cls_cfg, "adapters": list(adapters), "decoder": list(decoder),
-           "full_res": full_res}
+           "full_res": full_res, "upsample": upsample}
     return SegmentationModel(encoder, decoder, cfg)
 
 
@@ -896,7 +903,8 @@ def build_model(config):
     if arch == "unet":
         return unet(**config)
     if arch == "backbone_unet":
-        return backbone_unet(config["classifier"], config["adapters"], config["decoder"], config.get("full_res", 0))
+        return backbone_unet(config["classifier"], config["adapters"], config["decoder"], config.get("full_res", 0),
+                             config.get("upsample", 1))
     raise CheckpointError(f"unknown architecture {arch!r}")
 
 
@@ -934,6 +942,23 @@ def per_image_iou(counts):
     c = counts.double()
     tp, fp, fn, _ = c.unbind(1)
     return torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp(min=1), torch.ones_like(tp))
+
+
+def tolerant_scores(pred, target, radii=(0, 1, 2, 4)):
+    """Where the errors are: precision, recall and F1 when a pixel within r pixels (a (2r+1)^2 square) counts
+    as a hit. r = 0 gives the usual scores (F1 = micro Dice). An outline off by a pixel or two stops counting
+    at r = 2..4; a rock missed or invented does not, so a gap between two models that stays as r grows is
+    about what they detect, not about how finely they draw it. pred, target: (N,1,H,W) bool or 0/1."""
+    p, t = pred.float(), (target > 0.5).float()
+    near = lambda x, r: F.max_pool2d(x, 2 * r + 1, 1, r) if r else x   # noqa: E731
+    out = {}
+    for r in radii:
+        prec = float((p * near(t, r)).sum()) / max(float(p.sum()), 1.0)
+        rec = float((t * near(p, r)).sum()) / max(float(t.sum()), 1.0)
+        out[f"F1 ±{r} px"] = 2 * prec * rec / max(prec + rec, 1e-12)
+        if r in (radii[0], radii[-1]):
+            out[f"precision ±{r} px"], out[f"recall ±{r} px"] = prec, rec
+    return out
 
 
 def topk_correct(logits, labels, ks=(1, 5)):
@@ -1068,17 +1093,18 @@ def predict(model, images, batch_size=256, device=None, mean=IMAGENET_MEAN, std=
     own setting (`model.tta`), True/False overrides it for this call."""
     device = device or next(model.parameters()).device
     model.eval()
-    own = model.tta
-    model.tta = own if tta is None else tta
+    if tta is None or not hasattr(model, "logits"):
+        fn = model                                   # the model's own setting
+    elif tta:
+        fn = lambda x: flip_tta(model.logits, x, isinstance(model, SegmentationModel))   # noqa: E731
+    else:
+        fn = model.logits
     outs = []
-    try:
-        for i in range(0, len(images), batch_size):
-            x = normalize(model_input(images[i:i + batch_size].to(device)), mean, std)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
-                outs.append(model(x).float().cpu())
-    finally:
-        model.tta = own
+    for i in range(0, len(images), batch_size):
+        x = normalize(model_input(images[i:i + batch_size].to(device)), mean, std)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            outs.append(fn(x).float().cpu())
     return torch.cat(outs)
 
 
@@ -1145,6 +1171,24 @@ def _config_dict(cfg):
     return d
 
 
+def _run_key(model, cfg, train, val):
+    """What a run in `fit`'s out_dir must match to be resumed."""
+    return json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
+                                  "n_train": len(train), "n_val": len(val)}))
+
+
+def _finished_run(run_dir, model, cfg, train, val):
+    """True when run_dir/last.pt holds all epochs of this very run."""
+    last = Path(run_dir) / "last.pt"
+    if not last.exists():
+        return False
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception:
+        return False                     # fit reports a damaged file
+    return state.get("run_key") == _run_key(model, cfg, train, val) and state.get("epoch", 0) >= cfg.epochs
+
+
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, meta=None):
     """Train `model` on `train` (ImageSet or MaskSet), validate on `val` after every epoch.
@@ -1177,8 +1221,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     opt, sched = _make_optimizer(model, cfg, cfg.epochs * n_batches)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     history, start_epoch, best = [], 0, -float("inf")
-    run_key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
-                                     "n_train": len(train), "n_val": len(val)}))
+    run_key = _run_key(model, cfg, train, val)
 
     last = out_dir / "last.pt"
     for stale in out_dir.glob(".*.tmp*"):      # left by a process killed in the middle of a write
@@ -1326,16 +1369,19 @@ def preprocess(pil_image, meta):
 PROFILES = {
     # synthetic data made by `common`, a few minutes on a laptop CPU
     "demo": {"classes": 10, "cls_epochs": 5, "cls_batch": 64, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.6,
-             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_b_epochs": 4, "bb_b_lr": 1e-3,
+             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_b_epochs": 4, "bb_b_lr": 2e-3,
+             "bb_b_enc_mult": 0.3,
              "synthetic": {"n_classes": 10, "n_train": 60, "n_val": 10, "n_moon": 60, "moon_size": (360, 240)}},
     # the real data on 2 CPU cores, all three notebooks in about 90 minutes
-    # classifier: 20 epochs with progressive resizing (64 -> 128 px until 85 % of them) cost about as much as
-    # 11 epochs at 128 px (experiments/sweep.py)
+    # classifier: 20 epochs with progressive resizing (64 -> 128 px until 85 % of them); what that costs against
+    # epochs at 128 px is in the README's recipe-search table (experiments/sweep.py)
     "cpu": {"classes": 100, "cls_epochs": 20, "cls_batch": 128, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 40, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_b_epochs": 10, "bb_b_lr": 1e-3},
+            "seg_epochs": 40, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_b_epochs": 30, "bb_b_lr": 2e-3,
+            "bb_b_enc_mult": 0.3},
     # all 200 classes and longer schedules on a CUDA GPU
     "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_b_epochs": 20, "bb_b_lr": 1e-3},
+            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_b_epochs": 60, "bb_b_lr": 2e-3,
+            "bb_b_enc_mult": 0.3},
 }
 
 
@@ -1395,18 +1441,33 @@ def _data_signature(train, val):
     return {"n_train": len(train), "n_val": len(val), "sample_hash": h.hexdigest()[:16]}
 
 
+def weights_digest(path):
+    """A short SHA-256 of a checkpoint's weights (its state_dict, not its meta: `export_final` rewrites the meta
+    of a checkpoint whose weights stay the same); identifies the checkpoint another model starts from."""
+    import hashlib
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto", meta=None, callback=None,
-                   progress=True, device=None):
+                   progress=True, device=None, depends_on=()):
     """The notebooks' training step. weights/<name>.pt is reused when it was trained with this exact
-    configuration on this data (mode 'auto' or False); otherwise the model is trained (mode 'auto' or True),
+    configuration on this data (mode 'auto' or False), and from the same weights in `depends_on` (checkpoints
+    that make_model loads weights from, e.g. the classifier); otherwise the model is trained (mode 'auto' or True),
     resuming an interrupted run from runs/<name>/last.pt, and its best epoch is exported to weights/<name>.pt
     with weights/<name>_history.csv beside it. Returns (model, history DataFrame, meta)."""
     import pandas as pd
     out_dir = Path(out_dir)
     wpath, hpath = out_dir / "weights" / f"{name}.pt", out_dir / "weights" / f"{name}_history.csv"
     model = make_model()
-    key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
-                                 "data": _data_signature(train, val)}))
+    key = {"train": _config_dict(cfg), "model": model.config, "data": _data_signature(train, val)}
+    if depends_on:
+        key["depends_on"] = {Path(p).name: weights_digest(p) for p in depends_on}
+    key = json.loads(json.dumps(key))
     if mode in ("auto", False) and wpath.exists() and hpath.exists():
         loaded, m = load_checkpoint(wpath)
         if m.get("run_key") == key:
@@ -1416,6 +1477,12 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     if mode is False:
         raise CheckpointError(f"no weights at {wpath} match this configuration; set train=True or 'auto'.")
     run_dir = out_dir / "runs" / name
+    if _finished_run(run_dir, model, cfg, train, val):
+        if mode is True:        # train=True retrains; only an interrupted run is continued
+            print(f"{run_dir / 'last.pt'} holds a finished run of this configuration: training anew (train=True)")
+            (run_dir / "last.pt").unlink()
+        else:
+            print(f"reusing the finished run in {run_dir} (its weights had not been exported)")
     t0 = time.time()
     history = fit(model, train, val, cfg, run_dir, device=device, progress=progress, callback=callback,
                   meta={**(meta or {}), "seed": cfg.seed})

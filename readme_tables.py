@@ -46,7 +46,9 @@ def results_table():
     t = w / "timings.json"
     if t.exists():
         tm = json.loads(t.read_text())
-        parts = ", ".join(f"{k.split('.')[0]} {v:.1f} min" for k, v in tm["minutes"].items())
+        dates = tm.get("dates", {})
+        parts = ", ".join(f"{k.split('.')[0]} {v:.1f} min" + (f" ({dates[k]})" if k in dates else "")
+                          for k, v in tm["minutes"].items())
         lines.append(f"\nWall time of each notebook in the `{tm['profile']}` run that trained its committed weights, "
                      f"on {tm['device']}: {parts}; **{tm['total_minutes']:.1f} min** in all (training, evaluation, "
                      f"figures and report; budget 90 min).")
@@ -71,27 +73,44 @@ def perf_table():
 
 # the run each row of the recipe search is compared with
 SWEEP_BASE = {"cls": "cls_base10", "seg": "seg_base30", "seg2": "seg_base30", "bb": "bb_B", "bb2": "bb_B",
-              "bb3": "bb3_fromA_e10_lr1"}
+              "bb3": "bb3_fromA_e10_lr1", "bb4": "bb3_fromA_e10_lr1_enc01"}
+
+
+def _spec_diff(spec, base):
+    """'part: key=value, ...' for every setting of a recipe that differs from its base run's ('—': not set)."""
+    out = []
+    for part in dict.fromkeys([*spec, *base]):
+        v, b = spec.get(part, {}), base.get(part, {})
+        if v == b:
+            continue
+        if isinstance(v, dict) and isinstance(b, dict):
+            out.append(f"{part}: " + ", ".join(f"{k}={v.get(k, '—')}" for k in dict.fromkeys([*v, *b])
+                                                if v.get(k) != b.get(k)))
+        else:
+            out.append(f"{part}={v if v != {} else '—'}")
+    return out
 
 
 def sweep_table():
-    """The recipe search (experiments/sweep.py): one row per run, grouped by what was searched."""
+    """The recipe search (experiments/sweep.py): one row per run, grouped by what was searched. The estimated
+    CPU minutes come from the per-epoch costs measured by `sweep.py cost` (experiments/cpu_costs.json)."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import sweep
     lines = []
     for f in sorted((ROOT / "experiments" / "results").glob("*.json")):
         data = json.loads(f.read_text())
         lines += [f"From `{f.relative_to(ROOT)}` ({data['meta']['device']}; {data['meta']['data']}).", "",
-                  "| round | run | what differs from its base run ("
+                  "| round | run | what differs from its base run (— : not set, the default; base runs "
                   + ", ".join(f"`{n}`" for n in dict.fromkeys(SWEEP_BASE.values())) + ") | best-epoch metric | with flip TTA "
                   "| best epoch | est. minutes on the 2-core CPU |", "|---|---|---|---|---|---|---|"]
         specs = {r["name"]: r["spec"] for r in data["runs"]}
         for r in data["runs"]:
             base = specs.get(SWEEP_BASE.get(r["group"]), {})
-            what = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items() if base.get(k, {}).get(a) != b)
-                             for k, v in r["spec"].items() if v != base.get(k)) or "(the base)"
+            what = "; ".join(_spec_diff(r["spec"], base)) or "(the base)"
             metric = ("top-1 {:.1%}".format(r["top1"]) if "top1" in r else "IoU {:.3f}".format(r["iou"]))
             with_tta = ("{:.1%}".format(r["top1_tta"]) if "top1" in r else "{:.3f}".format(r["iou_tta"]))
             lines.append(f"| {r['round']} | `{r['name']}` | {what} | {metric} | {with_tta} | {r['best_epoch']} | "
-                         f"{r['est_cpu_min']:.0f} |")
+                         f"{sweep.cpu_minutes(r['group'], r['spec']['train'], r['spec'].get('model')):.0f} |")
         lines += ["", data["meta"].get("note", "")]
     return "\n".join(lines) if lines else "_No recipe search saved yet._"
 

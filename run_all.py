@@ -119,9 +119,14 @@ def main(argv=None):
     if trained:     # beside the weights: the minutes of the runs that trained them (merged per notebook)
         path = out / "weights" / "timings.json"
         kept = json.loads(path.read_text()) if path.exists() else {}
-        minutes = {**(kept.get("minutes", {}) if kept.get("profile") == profile else {}),
-                   **{k: times[k] / 60 for k in trained}}
-        common.save_json({**timings, "minutes": minutes, "total_minutes": sum(minutes.values())}, path)
+        same = kept.get("profile") == profile
+        minutes = {**(kept.get("minutes", {}) if same else {}), **{k: times[k] / 60 for k in trained}}
+        # when each notebook's minutes were measured: runs in different sessions may land on machines of
+        # different speed
+        day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        dates = {**(kept.get("dates", {}) if same else {}), **{k: day for k in trained}}
+        common.save_json({**timings, "minutes": minutes, "dates": dates, "total_minutes": sum(minutes.values())},
+                         path)
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")
     return 0
 

@@ -7,6 +7,8 @@ estimated time of the recipe on the 2-core CPU); `summary` prints them as one ta
   python experiments/sweep.py run --group cls --jobs 4 --data .devdata --out runs/sweep
   python experiments/sweep.py run --group bb --classifier runs/sweep/cls_p16/best.pt ...
   python experiments/sweep.py summary runs/sweep
+  python experiments/sweep.py collect runs/sweep --into experiments/results/sweep_cpu.json --round 4
+  python experiments/sweep.py cost                       # per-epoch CPU costs -> experiments/cpu_costs.json
 
 The packed Tiny ImageNet images are WebP at quality 60 (to fit the 64 MiB a GPU call can carry), so the
 numbers rank recipes; the committed metrics come from the cpu-profile notebooks on the original files.
@@ -25,12 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
 
-# images/s of one classifier training step on the 2-core CPU by input side (measured with bf16, batch 128)
-CPU_CLS_IPS = {64: 508, 80: 371, 96: 267, 112: 205, 128: 166}
-CPU_CLS_VAL_S = 12              # one validation pass over 5000 images
-# seconds per epoch of 640 frames on the 2-core CPU (batch 16, validation included); the backbone U-Net with
-# its full-resolution block (full_res) costs more
-CPU_SEG_EPOCH_S = {"unet": 21.0, "bb_frozen": 7.0, "bb_tuned": 10.0, "bb_frozen_full": 11.5, "bb_tuned_full": 14.5}
+# per-epoch costs on the 2-core CPU behind the "est. minutes" column, measured by `sweep.py cost`
+COSTS = Path(__file__).with_name("cpu_costs.json")
+N_TINY_TRAIN, N_TINY_VAL, N_MOON_TRAIN, N_MOON_VAL = 45000, 5000, 640, 160    # the cpu profile's splits
+CLS_SIZES = (64, 80, 96, 112, 128)
 
 SEG_AUG = dict(scale=(0.6, 1.0), hflip=True, vflip=True, rotate=10, brightness=0.2, contrast=0.2, saturation=0.1)
 CLS = dict(epochs=10, batch_size=128, lr=3e-3, label_smoothing=0.1)
@@ -43,6 +43,7 @@ FLIPS = dict(scale=(1.0, 1.0), rotate=0)     # on top of SEG_AUG: flips and colo
 # not quite `AugmentConfig.none()`, which the notebooks use
 ASPECT_ONLY = dict(scale=(1.0, 1.0), rotate=0, vflip=False, hflip=False, brightness=0.0, contrast=0.0,
                    saturation=0.0)
+NONE = dict(vars(common.AugmentConfig.none()))     # exactly `AugmentConfig.none()`
 
 GROUPS = {
     "cls": {
@@ -103,6 +104,24 @@ GROUPS = {
         "bb3_fromA_e10_lr1_enc01": {"train": dict(BB, epochs=10, lr=1e-3, encoder_lr_mult=0.1), "aug": ASPECT_ONLY,
                                     "model": dict(full_res=16)},
     },
+    # fourth round, on this CPU and the original files: the classifier's stages on a 2x upscaled input
+    # (strides 1..16 like the base U-Net), variant A frozen without augmentation as in notebook 03
+    "bb4": {
+        "bb4_A_up2": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": NONE, "model": dict(upsample=2)},
+        "bb4_B_up2_fromA": {"train": dict(BB, epochs=10, lr=1e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+                            "model": dict(upsample=2)},
+        "bb4_B_fromA_e30": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+                            "model": dict(full_res=16)},
+        "bb4_B_fromA_e30_enc1": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=1.0), "aug": ASPECT_ONLY,
+                                 "model": dict(full_res=16)},
+        "bb4_A_up2_e10": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
+                          "model": dict(upsample=2)},
+        "bb4_B_up2_e15_fromA10": {"train": dict(BB, epochs=15, lr=1e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+                                  "model": dict(upsample=2)},
+        "bb4_pretrained_e30": {"train": dict(BB, epochs=30), "aug": ASPECT_ONLY, "model": dict(full_res=16)},
+        "bb4_scratch_e30": {"train": dict(BB, epochs=30), "aug": ASPECT_ONLY, "model": dict(full_res=16),
+                            "random_init": True},
+    },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
         "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},
@@ -115,17 +134,82 @@ GROUPS = {
 }
 
 
-def cpu_minutes(group, train, model=None):
+def seg_kind(group, spec_model=None, frozen=False):
+    """The cost-table key of a segmentation run: 'unet' or 'bb_frozen'/'bb_tuned' (+ '_full', '_up2')."""
+    if group.startswith("seg"):
+        return "unet"
+    m = spec_model or {}
+    return ("bb_frozen" if frozen else "bb_tuned") + ("_full" if m.get("full_res") else "") + \
+        ("_up2" if m.get("upsample", 1) == 2 else "")
+
+
+def cpu_minutes(group, train, model=None, costs=None):
+    """Estimated minutes of a recipe on the 2-core CPU, from the measured per-epoch costs (validation included)."""
+    c = costs or json.loads(COSTS.read_text())
     cfg = common.TrainConfig(**train)
-    full = "_full" if (model or {}).get("full_res") else ""
     if group == "cls":
-        s = sum(45000 / CPU_CLS_IPS[common.epoch_input_size(cfg, e)] + CPU_CLS_VAL_S for e in range(cfg.epochs))
+        s = sum(N_TINY_TRAIN / c["cls_train_img_s"][str(common.epoch_input_size(cfg, e))] + c["cls_val_s"]
+                for e in range(cfg.epochs))
     elif group.startswith("seg"):
-        s = cfg.epochs * CPU_SEG_EPOCH_S["unet"]
+        s = cfg.epochs * c["seg_epoch_s"]["unet"]
     else:
         frozen = cfg.epochs if cfg.freeze_encoder_epochs < 0 else cfg.freeze_encoder_epochs
-        s = frozen * CPU_SEG_EPOCH_S["bb_frozen" + full] + (cfg.epochs - frozen) * CPU_SEG_EPOCH_S["bb_tuned" + full]
+        s = frozen * c["seg_epoch_s"][seg_kind(group, model, True)] + \
+            (cfg.epochs - frozen) * c["seg_epoch_s"][seg_kind(group, model, False)]
     return s / 60
+
+
+def measure_costs(out=COSTS, steps=8):
+    """Measure the per-epoch costs on this machine with `fit` itself: `steps` training steps of each kind of
+    run (after a warm-up run of the same shapes) on random pixels of the real sizes, and one validation pass.
+    The pixel values do not change the cost; the split sizes are the cpu profile's."""
+    import tempfile
+    g = torch.Generator().manual_seed(0)
+    pixels = lambda n, side: torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g)  # noqa: E731
+    names = [f"c{i}" for i in range(100)]
+    tiny = common.ImageSet(pixels(CLS["batch_size"] * steps, 64), torch.randint(0, 100, (CLS["batch_size"] * steps,),
+                                                                                 generator=g), names, names)
+    moon = common.MaskSet(pixels(BB["batch_size"] * steps, 128), torch.randint(0, 2, (BB["batch_size"] * steps, 1, 128, 128),
+                                                                                generator=g, dtype=torch.uint8),
+                          list(range(BB["batch_size"] * steps)), (360, 240))
+    tmp = Path(tempfile.mkdtemp())
+
+    def img_s(model, data, cfg):
+        for _ in range(2):                  # the first run warms up the kernels for these shapes
+            h = common.fit(model, data, data.subset(range(8)), cfg, tmp, progress=False)
+            (tmp / "last.pt").unlink()
+        return float(h["images_per_s"].iloc[-1])
+
+    def val_s(model, data, n):
+        common.predict(model, data.images[:64])
+        t = time.time()
+        common.predict(model, data.images)
+        return (time.time() - t) * n / len(data)
+
+    env = common.environment()
+    res = {"device": env["device"], "torch": env["torch"], "threads": env["threads"], "steps": steps,
+           "cls_train_img_s": {}, "seg_epoch_s": {}}
+    for side in CLS_SIZES:
+        cfg = common.TrainConfig(**dict(CLS, epochs=1), min_size=side if side < common.INPUT_SIZE else 0,
+                                 full_size_at=1.0, max_steps_per_epoch=steps)
+        res["cls_train_img_s"][str(side)] = img_s(common.Classifier(100), tiny, cfg)
+    res["cls_val_s"] = val_s(common.Classifier(100).eval(), tiny, N_TINY_VAL)
+    cls_config = common.Classifier(100).config
+    kinds = {"unet": (lambda: common.unet(), 0), "bb_frozen": (dict(), -1), "bb_tuned": (dict(), 0),
+             "bb_frozen_full": (dict(full_res=16), -1), "bb_tuned_full": (dict(full_res=16), 0),
+             "bb_frozen_up2": (dict(upsample=2), -1), "bb_tuned_up2": (dict(upsample=2), 0)}
+    for kind, (model, freeze) in kinds.items():
+        if isinstance(model, dict):
+            kw = dict(model, decoder=(128, 96, 64, 32, 16)) if model.get("full_res") else model
+            make = lambda kw=kw: common.backbone_unet(cls_config, **kw)  # noqa: E731
+        else:
+            make = model
+        cfg = common.TrainConfig(**dict(BB, epochs=1), freeze_encoder_epochs=freeze, max_steps_per_epoch=steps,
+                                 augment=common.AugmentConfig.none())
+        res["seg_epoch_s"][kind] = N_MOON_TRAIN / img_s(make(), moon, cfg) + val_s(make().eval(), moon, N_MOON_VAL)
+        print(kind, f"{res['seg_epoch_s'][kind]:.1f} s/epoch", flush=True)
+    common.save_json(res, out)
+    print(json.dumps(res, indent=1))
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -205,7 +289,9 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
         start = common.load_checkpoint(init, expect_task="segmentation")[0].state_dict() if init else None
 
         def make():
-            m = common.load_backbone(common.backbone_unet(cls_model.config, **kw), cls_model)
+            m = common.backbone_unet(cls_model.config, **kw)
+            if not spec.get("random_init"):     # a control run: the same network without the classifier's weights
+                common.load_backbone(m, cls_model)
             if start is not None:       # start from a trained backbone U-Net (variant A), not a fresh decoder
                 m.load_state_dict(start)
             return m
@@ -246,6 +332,20 @@ def summary(out):
         print(f"| {r['name']} | " + " | ".join(cells) + " |")
 
 
+def collect(out, into, round_):
+    """Add the runs in `out` to a results file (experiments/results/*.json) as round `round_`; a run of the
+    same name is replaced."""
+    into = Path(into)
+    data = json.loads(into.read_text())
+    new = [dict(json.loads(p.read_text()), round=round_) for p in sorted(Path(out).glob("*.json"))]
+    for r in new:       # with the cost table as it is now (see `cost`)
+        r["est_cpu_min"] = cpu_minutes(r["group"], r["spec"]["train"], r["spec"].get("model"))
+    names = {r["name"] for r in new}
+    data["runs"] = [r for r in data["runs"] if r["name"] not in names] + new
+    common.save_json(data, into)
+    print(f"{into}: {len(new)} runs of round {round_} added, {len(data['runs'])} in all")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -263,9 +363,19 @@ def main():
     r.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     s = sub.add_parser("summary")
     s.add_argument("out")
+    c = sub.add_parser("cost", help="measure the per-epoch CPU costs behind the est. minutes (a few minutes)")
+    c.add_argument("--out", default=str(COSTS))
+    k = sub.add_parser("collect", help="add the runs of an --out folder to a results file")
+    k.add_argument("out")
+    k.add_argument("--into", required=True)
+    k.add_argument("--round", type=int, required=True)
     a = ap.parse_args()
+    if a.cmd == "collect":
+        return collect(a.out, a.into, a.round)
     if a.cmd == "pack":
         return pack(a.out)
+    if a.cmd == "cost":
+        return measure_costs(a.out)
     if a.cmd == "summary":
         return summary(a.out)
     names = a.names or list(GROUPS[a.group])

@@ -16,8 +16,11 @@ def test_every_recipe_builds_and_saved_runs_match_their_recipe():
         for name, spec in runs.items():
             aug = common.AugmentConfig(**{**({} if group == "cls" else sweep.SEG_AUG), **spec.get("aug", {})})
             common.TrainConfig(**spec["train"], augment=aug)
-            if group.startswith("bb") and spec.get("model", {}).get("full_res"):
-                common.backbone_unet(cls.config, **{"decoder": (128, 96, 64, 32, 16), **spec["model"]})
+            if group.startswith("bb"):
+                kw = dict(spec.get("model", {}))
+                if kw.get("full_res"):
+                    kw.setdefault("decoder", (128, 96, 64, 32, 16))
+                common.backbone_unet(cls.config, **kw)
             assert sweep.cpu_minutes(group, spec["train"], spec.get("model")) > 0
     for f in (ROOT / "experiments" / "results").glob("*.json"):
         for r in json.loads(f.read_text())["runs"]:
@@ -28,3 +31,11 @@ def test_cpu_cost_model_prefers_progressive_resizing():
     """Twenty epochs growing from 64 to 128 px cost less than thirteen at 128 px (validation included)."""
     assert sweep.cpu_minutes("cls", sweep.P20) < sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=13))
     assert sweep.cpu_minutes("cls", sweep.P20) > sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=10))
+
+
+def test_cost_table_was_measured():
+    """experiments/cpu_costs.json is written by `sweep.py cost`, not typed: it names the machine it was measured
+    on; every recipe's estimate above finds its costs in it."""
+    costs = json.loads(sweep.COSTS.read_text())
+    assert {"device", "torch", "threads", "steps"} <= set(costs)
+    assert set(costs["cls_train_img_s"]) == {str(s) for s in sweep.CLS_SIZES}

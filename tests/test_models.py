@@ -98,3 +98,19 @@ def test_backbone_unet_full_resolution_skip():
     again.load_state_dict(seg.state_dict())
     with pytest.raises(ValueError, match="5 widths"):
         common.backbone_unet(cls.config, full_res=8)           # the default decoder has one level too few
+
+
+def test_backbone_unet_on_upscaled_input():
+    cls = common.Classifier(10)
+    seg = common.load_backbone(common.backbone_unet(cls.config, upsample=2), cls).eval()
+    assert seg.encoder.strides == [1, 2, 4, 8, 16]             # the classifier's stages, one octave finer
+    x = torch.randn(2, 3, 128, 128)
+    feats = seg.encoder(x)
+    assert [f.shape[-1] for f in feats] == [128, 64, 32, 16, 8]
+    assert seg(x).shape == (2, 1, 128, 128)
+    # the first skip is the classifier's stem (through its adapter) on the bilinearly upscaled image
+    up = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(feats[0], seg.encoder.adapters[0](cls.eval().encoder.stages[0](up)), atol=1e-5)
+    again = common.build_model(seg.config)
+    assert again.encoder.upsample == 2

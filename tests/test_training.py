@@ -101,3 +101,43 @@ def test_progressive_resizing_schedule_and_fit(tiny_root, tmp_path):
     cfg = common.TrainConfig(epochs=3, batch_size=30, lr=4e-3, min_size=64, full_size_at=0.6)
     hist = common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path, progress=False)
     assert list(hist["input_size"]) == [64, 96, 128]
+
+
+def test_train_or_reuse_retrains_when_a_checkpoint_it_starts_from_changes(moon_root, tmp_path, capsys):
+    train, val = moon_data(moon_root)
+    cls = common.Classifier(6, **SMALL_CLS)
+    dep = tmp_path / "classifier.pt"
+    common.save_checkpoint(dep, cls, "classification")
+    make = lambda: common.load_backbone(common.backbone_unet(cls.config, adapters=(8, 8, 16, 16, 16),  # noqa: E731
+                                                             decoder=(16, 16, 8, 8)), cls)
+    cfg = common.TrainConfig(epochs=1, batch_size=6, max_steps_per_epoch=1, freeze_encoder_epochs=-1)
+    run = lambda: common.train_or_reuse("bb", make, train, val, cfg, tmp_path, progress=False,  # noqa: E731
+                                        depends_on=[dep])
+    run()
+    capsys.readouterr()
+    run()
+    assert "reusing" in capsys.readouterr().out
+    common.save_checkpoint(dep, cls, "classification", note="re-exported")   # same weights, new meta ...
+    run()
+    assert "reusing" in capsys.readouterr().out                               # ... still the same dependency
+    with torch.no_grad():
+        cls.encoder.stages[0][0][0].weight.add_(1.0)        # the classifier is retrained ...
+    common.save_checkpoint(dep, cls, "classification")
+    run()
+    assert "training anew" in capsys.readouterr().out   # ... so the backbone U-Net on top of it is too
+
+
+def test_train_true_retrains_a_finished_run_and_auto_exports_it(moon_root, tmp_path, capsys):
+    train, val = moon_data(moon_root)
+    cfg = common.TrainConfig(epochs=1, batch_size=6, max_steps_per_epoch=1)
+    run = lambda mode: common.train_or_reuse("u", lambda: common.unet(**SMALL_UNET), train, val, cfg,  # noqa: E731
+                                             tmp_path, mode, progress=False)
+    run(True)
+    first = (tmp_path / "runs" / "u" / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    run(True)                                            # a finished run is not "resumed" with nothing to do
+    assert "training anew" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "u" / "last.pt").stat().st_mtime_ns != first
+    (tmp_path / "weights" / "u.pt").unlink()             # e.g. interrupted between the last epoch and the export
+    run("auto")
+    assert "reusing the finished run" in capsys.readouterr().out and (tmp_path / "weights" / "u.pt").exists()
