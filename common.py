@@ -692,6 +692,18 @@ def flip_tta(fn, x, spatial):
     return (fn(x) + (f.flip(-1) if spatial else f)) / 2
 
 
+class FlipTTA:
+    """Mixin of the project's models: `logits(x)` is the network; `tta` (saved in the checkpoint's meta) makes
+    the eval-mode forward average over the horizontal flip; `spatial` says whether the output is a map."""
+    spatial = False
+
+    def infer(self, x, tta):
+        return flip_tta(self.logits, x, self.spatial) if tta else self.logits(x)
+
+    def forward(self, x):
+        return self.infer(x, self.tta and not self.training)
+
+
 class StagedEncoder(nn.Module):
     """An encoder made of `self.stages`; returns every stage's output (shallow to deep)."""
 
@@ -725,7 +737,7 @@ class ClassifierEncoder(StagedEncoder):
 
 
 
-class Classifier(nn.Module):
+class Classifier(FlipTTA, nn.Module):
     """Own ResNet-like CNN for 128x128x3: encoder stages, then global average pooling, dropout, linear."""
 
     def __init__(self, num_classes, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1), dropout=0.1):
@@ -739,9 +751,6 @@ class Classifier(nn.Module):
 
     def logits(self, x):
         return self.head(self.encoder(x)[-1])
-
-    def forward(self, x):
-        return flip_tta(self.logits, x, False) if self.tta and not self.training else self.logits(x)
 
 
 class UNetEncoder(StagedEncoder):
@@ -814,7 +823,7 @@ class UNetDecoder(nn.Module):
         return x
 
 
-class SegmentationModel(nn.Module):
+class SegmentationModel(FlipTTA, nn.Module):
     """Encoder + `UNetDecoder`; returns logits (N,1,H,W). Built by `unet()` or `backbone_unet()`."""
 
     def __init__(self, encoder, decoder_channels, config):
@@ -825,11 +834,10 @@ class SegmentationModel(nn.Module):
         self.encoder_frozen = False
         self.tta = False     # in eval mode, average over the horizontal flip (stored in the checkpoint's meta)
 
+    spatial = True
+
     def logits(self, x):
         return self.decoder(self.encoder(x), x.shape[-2:])
-
-    def forward(self, x):
-        return flip_tta(self.logits, x, True) if self.tta and not self.training else self.logits(x)
 
     # Freezing: only a backbone encoder can be frozen (the classifier's stages).
     def _frozen_part(self):
@@ -1093,12 +1101,7 @@ def predict(model, images, batch_size=256, device=None, mean=IMAGENET_MEAN, std=
     own setting (`model.tta`), True/False overrides it for this call."""
     device = device or next(model.parameters()).device
     model.eval()
-    if tta is None or not hasattr(model, "logits"):
-        fn = model                                   # the model's own setting
-    elif tta:
-        fn = lambda x: flip_tta(model.logits, x, isinstance(model, SegmentationModel))   # noqa: E731
-    else:
-        fn = model.logits
+    fn = model if tta is None else lambda x: model.infer(x, tta)      # noqa: E731
     outs = []
     for i in range(0, len(images), batch_size):
         x = normalize(model_input(images[i:i + batch_size].to(device)), mean, std)
@@ -1171,30 +1174,13 @@ def _config_dict(cfg):
     return d
 
 
-def _run_key(model, cfg, train, val):
-    """What a run in `fit`'s out_dir must match to be resumed."""
-    return json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
-                                  "n_train": len(train), "n_val": len(val)}))
-
-
-def _finished_run(run_dir, model, cfg, train, val):
-    """True when run_dir/last.pt holds all epochs of this very run."""
-    last = Path(run_dir) / "last.pt"
-    if not last.exists():
-        return False
-    try:
-        state = torch.load(last, map_location="cpu", weights_only=False)
-    except Exception:
-        return False                     # fit reports a damaged file
-    return state.get("run_key") == _run_key(model, cfg, train, val) and state.get("epoch", 0) >= cfg.epochs
-
-
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, meta=None):
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, meta=None, retrain_finished=False):
     """Train `model` on `train` (ImageSet or MaskSet), validate on `val` after every epoch.
 
     out_dir/last.pt   state after the last finished epoch (model, optimiser, schedule, history): written
-                      atomically after every epoch; calling `fit` again with the same config resumes there.
+                      atomically after every epoch; calling `fit` again with the same config resumes there
+                      (a finished run is returned as it is, or trained anew with retrain_finished=True).
     out_dir/best.pt   the model at the best value of the monitored metric (val_top1 / val_iou), in the
                       checkpoint format of `load_checkpoint`.
     out_dir/history.csv  one row per epoch.
@@ -1221,7 +1207,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     opt, sched = _make_optimizer(model, cfg, cfg.epochs * n_batches)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
     history, start_epoch, best = [], 0, -float("inf")
-    run_key = _run_key(model, cfg, train, val)
+    run_key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
+                                     "n_train": len(train), "n_val": len(val)}))
 
     last = out_dir / "last.pt"
     for stale in out_dir.glob(".*.tmp*"):      # left by a process killed in the middle of a write
@@ -1231,12 +1218,17 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
             state = torch.load(last, map_location="cpu", weights_only=False)
         except Exception as e:
             raise CheckpointError(f"{last} is damaged ({e}); delete it to start this run from scratch.") from e
-        if state.get("run_key") == run_key:
+        finished = state.get("run_key") == run_key and state["epoch"] >= cfg.epochs
+        if finished and retrain_finished:       # said whatever `progress` is: it decides what is returned
+            print(f"{last} holds a finished run of this configuration: training anew")
+        elif state.get("run_key") == run_key:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             history, start_epoch, best = state["history"], state["epoch"], state["best"]
-            if progress:
+            if finished:
+                print(f"reusing the finished run in {out_dir}")
+            elif progress:
                 print(f"resuming from {last}: {start_epoch} of {cfg.epochs} epochs done")
         elif progress:
             print(f"{last} belongs to another configuration; starting afresh")
@@ -1477,15 +1469,10 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     if mode is False:
         raise CheckpointError(f"no weights at {wpath} match this configuration; set train=True or 'auto'.")
     run_dir = out_dir / "runs" / name
-    if _finished_run(run_dir, model, cfg, train, val):
-        if mode is True:        # train=True retrains; only an interrupted run is continued
-            print(f"{run_dir / 'last.pt'} holds a finished run of this configuration: training anew (train=True)")
-            (run_dir / "last.pt").unlink()
-        else:
-            print(f"reusing the finished run in {run_dir} (its weights had not been exported)")
     t0 = time.time()
+    # train=True retrains a finished run in run_dir; 'auto' exports it; an interrupted run is continued either way
     history = fit(model, train, val, cfg, run_dir, device=device, progress=progress, callback=callback,
-                  meta={**(meta or {}), "seed": cfg.seed})
+                  meta={**(meta or {}), "seed": cfg.seed}, retrain_finished=mode is True)
     best, m = load_checkpoint(run_dir / "best.pt")
     m = {**m, "run_key": key, "train_time_s": float(history["epoch_time_s"].sum()),
          "wall_time_s": time.time() - t0, "epochs": cfg.epochs}

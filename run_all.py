@@ -55,10 +55,17 @@ def export_report(executed, report_dir):
     return report_dir
 
 
-def _train_outputs(path):
-    """The printed output of each cell that calls `train_or_reuse` in an executed notebook."""
+def _finish(path):
+    """Make an executed notebook safe to keep and return the printed output of each cell that calls
+    `train_or_reuse`. papermill's injected parameters (an absolute output_dir, train=True, ...) become a comment
+    that records what this run used, so a user's Run All of the kept notebook starts from its own defaults."""
     import nbformat
     nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        if "injected-parameters" in c.metadata.get("tags", []) and not c.source.startswith("# run_all.py"):
+            c.source = "# run_all.py ran this notebook with these parameters (a comment, so Run All uses the defaults):\n" + \
+                "\n".join(f"# {line}" for line in c.source.splitlines() if line and line != "# Parameters")
+    nbformat.write(nb, path)
     return ["".join(o.get("text", "") for o in c.get("outputs", [])) for c in nb.cells
             if c.cell_type == "code" and "train_or_reuse(" in c.source]
 
@@ -106,9 +113,9 @@ def main(argv=None):
             print(f"!! {name}: a cell ran longer than {cell_timeout:.0f} s ({e}); the partly executed notebook "
                   f"is {tmp}")
             return 1
-        tmp.replace(target)          # the committed notebook is replaced only by a finished run
-        if not all("reusing " in text for text in _train_outputs(target)):
+        if not all("reusing " in text for text in _finish(tmp)):
             trained.append(name)
+        tmp.replace(target)          # the committed notebook is replaced only by a finished run
         times[name] = time.time() - t0
         executed.append(target)
         print(f"   done in {times[name] / 60:.1f} min", flush=True)
@@ -119,12 +126,11 @@ def main(argv=None):
     if trained:     # beside the weights: the minutes of the runs that trained them (merged per notebook)
         path = out / "weights" / "timings.json"
         kept = json.loads(path.read_text()) if path.exists() else {}
-        same = kept.get("profile") == profile
-        minutes = {**(kept.get("minutes", {}) if same else {}), **{k: times[k] / 60 for k in trained}}
-        # when each notebook's minutes were measured: runs in different sessions may land on machines of
-        # different speed
-        day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        dates = {**(kept.get("dates", {}) if same else {}), **{k: day for k in trained}}
+        merged = lambda key, new: {**(kept.get(key, {}) if kept.get("profile") == profile else {}),  # noqa: E731
+                                   **{k: new(k) for k in trained}}
+        minutes = merged("minutes", lambda k: times[k] / 60)
+        # when each notebook's minutes were measured: sessions may land on machines of different speed
+        dates = merged("dates", lambda k: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         common.save_json({**timings, "minutes": minutes, "dates": dates, "total_minutes": sum(minutes.values())},
                          path)
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")

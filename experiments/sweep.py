@@ -1,7 +1,7 @@
 """Recipe search for the committed run (issue #6): named training recipes run through `common.fit` on the
 real data, several at a time (one process each), on a GPU or on this CPU. Every run writes
-<out>/<name>.json (best validation metric, its epoch, the history, flip-TTA metrics of the best model and the
-estimated time of the recipe on the 2-core CPU); `summary` prints them as one table.
+<out>/<name>.json (best validation metric, its epoch, the history and flip-TTA metrics of the best model);
+`summary` prints them as one table, with the recipe's estimated time on the 2-core CPU (from `cost`).
 
   python experiments/sweep.py pack --out .devdata        # compact copy of the data to take to a GPU machine
   python experiments/sweep.py run --group cls --jobs 4 --data .devdata --out runs/sweep
@@ -14,6 +14,7 @@ The packed Tiny ImageNet images are WebP at quality 60 (to fit the 64 MiB a GPU 
 numbers rank recipes; the committed metrics come from the cpu-profile notebooks on the original files.
 """
 import argparse
+import functools
 import io
 import json
 import subprocess
@@ -112,8 +113,6 @@ GROUPS = {
                             "model": dict(upsample=2)},
         "bb4_B_fromA_e30": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
                             "model": dict(full_res=16)},
-        "bb4_B_fromA_e30_enc1": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=1.0), "aug": ASPECT_ONLY,
-                                 "model": dict(full_res=16)},
         "bb4_A_up2_e10": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
                           "model": dict(upsample=2)},
         "bb4_B_up2_e15_fromA10": {"train": dict(BB, epochs=15, lr=1e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
@@ -143,9 +142,22 @@ def seg_kind(group, spec_model=None, frozen=False):
         ("_up2" if m.get("upsample", 1) == 2 else "")
 
 
-def cpu_minutes(group, train, model=None, costs=None):
+@functools.lru_cache(maxsize=None)
+def _costs():
+    return json.loads(COSTS.read_text())
+
+
+def bb_model_kwargs(spec_model=None):
+    """`backbone_unet` keyword arguments of a recipe: a full-resolution block needs one more decoder width."""
+    kw = dict(spec_model or {})
+    if kw.get("full_res"):
+        kw.setdefault("decoder", (128, 96, 64, 32, 16))
+    return kw
+
+
+def cpu_minutes(group, train, model=None):
     """Estimated minutes of a recipe on the 2-core CPU, from the measured per-epoch costs (validation included)."""
-    c = costs or json.loads(COSTS.read_text())
+    c = _costs()
     cfg = common.TrainConfig(**train)
     if group == "cls":
         s = sum(N_TINY_TRAIN / c["cls_train_img_s"][str(common.epoch_input_size(cfg, e))] + c["cls_val_s"]
@@ -195,15 +207,12 @@ def measure_costs(out=COSTS, steps=8):
         res["cls_train_img_s"][str(side)] = img_s(common.Classifier(100), tiny, cfg)
     res["cls_val_s"] = val_s(common.Classifier(100).eval(), tiny, N_TINY_VAL)
     cls_config = common.Classifier(100).config
-    kinds = {"unet": (lambda: common.unet(), 0), "bb_frozen": (dict(), -1), "bb_tuned": (dict(), 0),
-             "bb_frozen_full": (dict(full_res=16), -1), "bb_tuned_full": (dict(full_res=16), 0),
-             "bb_frozen_up2": (dict(upsample=2), -1), "bb_tuned_up2": (dict(upsample=2), 0)}
-    for kind, (model, freeze) in kinds.items():
-        if isinstance(model, dict):
-            kw = dict(model, decoder=(128, 96, 64, 32, 16)) if model.get("full_res") else model
-            make = lambda kw=kw: common.backbone_unet(cls_config, **kw)  # noqa: E731
-        else:
-            make = model
+    kinds = {seg_kind("seg"): (common.unet, 0)}
+    for m in ({}, {"full_res": 16}, {"upsample": 2}):
+        for frozen in (True, False):
+            kinds[seg_kind("bb", m, frozen)] = (lambda m=m: common.backbone_unet(cls_config, **bb_model_kwargs(m)),
+                                                -1 if frozen else 0)
+    for kind, (make, freeze) in kinds.items():
         cfg = common.TrainConfig(**dict(BB, epochs=1), freeze_encoder_epochs=freeze, max_steps_per_epoch=steps,
                                  augment=common.AugmentConfig.none())
         res["seg_epoch_s"][kind] = N_MOON_TRAIN / img_s(make(), moon, cfg) + val_s(make().eval(), moon, N_MOON_VAL)
@@ -283,9 +292,7 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
         make = lambda: common.unet(**spec.get("model", {}))
     else:
         cls_model, _ = common.load_checkpoint(classifier, expect_task="classification")
-        kw = dict(spec.get("model", {}))
-        if kw.get("full_res"):
-            kw.setdefault("decoder", (128, 96, 64, 32, 16))
+        kw = bb_model_kwargs(spec.get("model"))
         start = common.load_checkpoint(init, expect_task="segmentation")[0].state_dict() if init else None
 
         def make():
@@ -301,7 +308,7 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
     best, _ = common.load_checkpoint(Path(out) / name / "best.pt")
     best.to(common.default_device())
     res = {"name": name, "group": group, "params": common.count_params(model), "wall_s": time.time() - t0,
-           "est_cpu_min": cpu_minutes(group, spec["train"], spec.get("model")), "spec": json.loads(json.dumps(spec, default=list)),
+           "spec": json.loads(json.dumps(spec, default=list)),
            "history": hist.to_dict(orient="list")}
     if group == "cls":
         for tta in (False, True):
@@ -322,6 +329,8 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
 
 def summary(out):
     rows = [json.loads(p.read_text()) for p in sorted(Path(out).glob("*.json"))]
+    for r in rows:      # derived from the recipe and the measured cost table, never stored
+        r["est_cpu_min"] = cpu_minutes(r["group"], r["spec"]["train"], r["spec"].get("model"))
     keys = ["top1", "top1_tta", "iou", "iou_thr", "iou_tta", "iou_thr_tta", "thr_tta", "best_epoch",
             "est_cpu_min", "wall_s", "params"]
     print("| run | " + " | ".join(keys) + " |")
@@ -338,8 +347,6 @@ def collect(out, into, round_):
     into = Path(into)
     data = json.loads(into.read_text())
     new = [dict(json.loads(p.read_text()), round=round_) for p in sorted(Path(out).glob("*.json"))]
-    for r in new:       # with the cost table as it is now (see `cost`)
-        r["est_cpu_min"] = cpu_minutes(r["group"], r["spec"]["train"], r["spec"].get("model"))
     names = {r["name"] for r in new}
     data["runs"] = [r for r in data["runs"] if r["name"] not in names] + new
     common.save_json(data, into)

@@ -35,6 +35,8 @@ def test_demo_run_finishes_and_leaves_committed_notebooks_alone(demo_run):
                   if o.get("output_type") == "error"]
         assert not errors
         assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and all(line.startswith("#") for c in injected for line in c.source.splitlines())
         assert (out / "report" / (Path(n).stem + ".html")).stat().st_size > 50_000
 
 
