@@ -753,6 +753,12 @@ class Classifier(FlipTTA, nn.Module):
         return self.head(self.encoder(x)[-1])
 
 
+def unet_level(cin, cout, pool):
+    """One level of the plain U-Net's encoder: a 2x2 max-pool (except at full resolution), then a double
+    Conv-BN-ReLU."""
+    return nn.Sequential(*([nn.MaxPool2d(2)] if pool else []), conv_bn(cin, cout), conv_bn(cout, cout))
+
+
 class UNetEncoder(StagedEncoder):
     """The plain U-Net encoder: a double Conv-BN-ReLU at full resolution, then 4 levels each downsampled
     by 2x2 max-pooling followed by a double conv. Outputs at strides 1, 2, 4, 8, 16."""
@@ -760,12 +766,8 @@ class UNetEncoder(StagedEncoder):
     def __init__(self, widths=(32, 64, 128, 160, 192)):
         super().__init__()
         self.widths = tuple(widths)
-        stages, cin = [], 3
-        for i, w in enumerate(widths):
-            pool = [nn.MaxPool2d(2)] if i else []
-            stages.append(nn.Sequential(*pool, conv_bn(cin, w), conv_bn(w, w)))
-            cin = w
-        self.stages = nn.ModuleList(stages)
+        cins = (3,) + self.widths[:-1]
+        self.stages = nn.ModuleList(unet_level(c, w, pool=i > 0) for i, (c, w) in enumerate(zip(cins, self.widths)))
         self.out_channels = list(widths)
         self.strides = [2 ** i for i in range(len(widths))]
 
@@ -773,26 +775,42 @@ class UNetEncoder(StagedEncoder):
 
 class AdaptedEncoder(nn.Module):
     """A classifier's encoder with 1x1 Conv-BN-ReLU adapters that bring each stage to the decoder's widths.
-    full_res > 0 adds a small double Conv-BN-ReLU on the input itself as a stride-1 skip (the classifier's
-    first stage is already at stride 2), so the decoder's last level sees full-resolution detail.
+    full_res adds a trainable high-resolution branch on the input itself, built like the first levels of the
+    plain U-Net (`unet_level`): an int w is one double Conv-BN-ReLU of width w, a stride-1 skip (the classifier's
+    first stage is already at stride 2), so the decoder's last level sees full-resolution detail; a tuple
+    (w1, w2, ...) adds max-pooled levels at strides 2, 4, ... whose outputs are concatenated with the adapted
+    classifier stage of the same stride.
     upsample > 1 feeds the classifier a bilinearly upscaled input: its stages then sit at strides
     2/upsample, 4/upsample, ... of the input, so with 2 they start at full resolution, and the input looks like
     the 64->128 px upscaled images the classifier was trained on.
-    Freezing touches only the classifier's stages; the adapters and the full-resolution block always train."""
+    Freezing touches only the classifier's stages; the adapters and the high-resolution branch always train."""
 
     def __init__(self, backbone: ClassifierEncoder, widths, full_res=0, upsample=1):
         super().__init__()
         self.backbone, self.upsample = backbone, upsample
         self.adapters = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(backbone.out_channels, widths))
-        self.full = nn.Sequential(conv_bn(3, full_res), conv_bn(full_res, full_res)) if full_res else None
-        self.out_channels = ([full_res] if full_res else []) + list(widths)
-        self.strides = ([1] if full_res else []) + [s // upsample for s in backbone.strides]
+        full = ([full_res] if isinstance(full_res, int) else list(full_res)) if full_res else []
+        if len(full) > 1 and (upsample != 1 or len(full) > len(widths)):
+            raise ValueError("a high-resolution branch of several levels needs upsample=1 and at most one "
+                             "level per classifier stage")
+        self.full = unet_level(3, full[0], pool=False) if full else None
+        self.down = nn.ModuleList(unet_level(a, b, pool=True) for a, b in zip(full, full[1:]))
+        out = list(widths)
+        for i, w in enumerate(full[1:]):         # branch level i+1 (stride 2**(i+1)) joins classifier stage i
+            out[i] += w
+        self.out_channels = full[:1] + out
+        self.strides = ([1] if full else []) + [s // upsample for s in backbone.strides]
 
     def forward(self, x):
         xb = x if self.upsample == 1 else F.interpolate(x, scale_factor=self.upsample, mode="bilinear",
                                                          align_corners=False)
         feats = [a(f) for a, f in zip(self.adapters, self.backbone(xb))]
-        return [self.full(x)] + feats if self.full is not None else feats
+        if self.full is None:
+            return feats
+        hr = [self.full(x)]
+        for level in self.down:
+            hr.append(level(hr[-1]))
+        return hr[:1] + [torch.cat([f, h], 1) for f, h in zip(feats, hr[1:])] + feats[len(hr) - 1:]
 
 
 class UNetDecoder(nn.Module):

@@ -121,6 +121,24 @@ GROUPS = {
         "bb4_scratch_e30": {"train": dict(BB, epochs=30), "aug": ASPECT_ONLY, "model": dict(full_res=16),
                             "random_init": True},
     },
+    # fifth round, on this CPU: a trainable high-resolution branch shaped like the base U-Net's first levels
+    # (strides 1 and 2, concatenated with the classifier's stem at stride 2) next to the classifier's stages;
+    # A (10 epochs, frozen stages) then B from it (--init)
+    "bb5": {
+        "bb5_A_hr32": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
+                       "model": dict(full_res=(32, 64))},
+        "bb5_B_hr32_fromA": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+                             "model": dict(full_res=(32, 64))},
+        "bb5_A_hr16": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
+                       "model": dict(full_res=(16, 32))},
+        "bb5_B_hr16_fromA": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+                             "model": dict(full_res=(16, 32))},
+        # the base U-Net's first three levels (strides 1, 2, 4) next to the classifier's stages
+        "bb5_A_hr32_3lv": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
+                           "model": dict(full_res=(32, 64, 128))},
+        "bb5_B_hr32_3lv_fromA": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+                                 "model": dict(full_res=(32, 64, 128))},
+    },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
         "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},
@@ -138,8 +156,10 @@ def seg_kind(group, spec_model=None, frozen=False):
     if group.startswith("seg"):
         return "unet"
     m = spec_model or {}
-    return ("bb_frozen" if frozen else "bb_tuned") + ("_full" if m.get("full_res") else "") + \
-        ("_up2" if m.get("upsample", 1) == 2 else "")
+    fr = m.get("full_res")
+    fr = [fr] if isinstance(fr, int) else list(fr or [])
+    return ("bb_frozen" if frozen else "bb_tuned") + ("_full" if len(fr) == 1 else "") + \
+        ("_hr" + "_".join(map(str, fr)) if len(fr) > 1 else "") + ("_up2" if m.get("upsample", 1) == 2 else "")
 
 
 @functools.lru_cache(maxsize=None)
@@ -208,7 +228,8 @@ def measure_costs(out=COSTS, steps=8):
     res["cls_val_s"] = val_s(common.Classifier(100).eval(), tiny, N_TINY_VAL)
     cls_config = common.Classifier(100).config
     kinds = {seg_kind("seg"): (common.unet, 0)}
-    for m in ({}, {"full_res": 16}, {"upsample": 2}):
+    for m in ({}, {"full_res": 16}, {"upsample": 2}, {"full_res": (16, 32)}, {"full_res": (32, 64)},
+              {"full_res": (32, 64, 128)}):
         for frozen in (True, False):
             kinds[seg_kind("bb", m, frozen)] = (lambda m=m: common.backbone_unet(cls_config, **bb_model_kwargs(m)),
                                                 -1 if frozen else 0)

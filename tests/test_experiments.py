@@ -25,9 +25,12 @@ def test_every_recipe_builds_and_saved_runs_match_their_recipe():
 
 
 def test_cpu_cost_model_prefers_progressive_resizing():
-    """Twenty epochs growing from 64 to 128 px cost less than thirteen at 128 px (validation included)."""
-    assert sweep.cpu_minutes("cls", sweep.P20) < sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=13))
-    assert sweep.cpu_minutes("cls", sweep.P20) > sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=10))
+    """Twenty epochs growing from 64 to 128 px save at least a quarter of twenty epochs at 128 px (validation
+    included), and still cost more than ten at 128 px; the bounds are loose because `sweep.py cost` times short
+    bursts, and re-measuring moves each number by several per cent."""
+    p20 = sweep.cpu_minutes("cls", sweep.P20)
+    assert p20 < 0.75 * sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=20))
+    assert p20 > sweep.cpu_minutes("cls", dict(sweep.CLS, epochs=10))
 
 
 def test_cost_table_was_measured():

@@ -100,6 +100,36 @@ def test_backbone_unet_full_resolution_skip():
         common.backbone_unet(cls.config, full_res=8)           # the default decoder has one level too few
 
 
+def test_backbone_unet_high_resolution_branch():
+    """full_res=(w1, w2): the plain U-Net's first two levels on the input; the stride-2 one is concatenated
+    with the adapted classifier stem, and it trains while the classifier's stages are frozen."""
+    cls = common.Classifier(10)
+    seg = common.load_backbone(common.backbone_unet(cls.config, full_res=(8, 12), decoder=(64, 48, 32, 16, 8)),
+                               cls).eval()
+    assert seg.encoder.strides == [1, 2, 4, 8, 16, 32]
+    assert seg.encoder.out_channels == [8, 32 + 12, 64, 96, 128, 192]
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        feats = seg.encoder(x)
+        assert [f.shape[1] for f in feats] == seg.encoder.out_channels
+        assert [f.shape[-1] for f in feats] == [128, 64, 32, 16, 8, 4]
+        hr = common.UNetEncoder((8, 12)).eval()        # the branch is the plain U-Net's first two levels
+        hr.stages[0].load_state_dict(seg.encoder.full.state_dict())
+        hr.stages[1].load_state_dict(seg.encoder.down[0].state_dict())
+        h1, h2 = hr(x)
+        assert torch.allclose(feats[0], h1) and torch.allclose(feats[1][:, 32:], h2)
+        stem = seg.encoder.adapters[0](cls.eval().encoder.stages[0](x))
+        assert torch.allclose(feats[1][:, :32], stem, atol=1e-6)
+    assert seg(x).shape == (2, 1, 128, 128)
+    seg.freeze_encoder()
+    assert all(p.requires_grad for p in [*seg.encoder.full.parameters(), *seg.encoder.down.parameters()])
+    assert not any(p.requires_grad for p in seg.encoder.backbone.parameters())
+    again = common.build_model(seg.config)
+    again.load_state_dict(seg.state_dict())
+    with pytest.raises(ValueError, match="upsample=1"):
+        common.backbone_unet(cls.config, full_res=(8, 12), upsample=2)
+
+
 def test_backbone_unet_on_upscaled_input():
     cls = common.Classifier(10)
     seg = common.load_backbone(common.backbone_unet(cls.config, upsample=2), cls).eval()
