@@ -138,6 +138,22 @@ GROUPS = {
                            "model": dict(full_res=(32, 64, 128))},
         "bb5_B_hr32_3lv_fromA": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
                                  "model": dict(full_res=(32, 64, 128))},
+        # the schedule control: the committed network in one run with the base U-Net's schedule and augmentation
+        # (40 epochs one-cycle at lr 3e-3, none), from the classifier's weights, no variant A before it
+        "bb5_pretrained_e40": {"train": dict(BB, epochs=40), "aug": NONE, "model": dict(full_res=16)},
+    },
+    # sixth round, on this CPU: the schedule control above showed the backbone U-Net overfitting (train loss below
+    # the base U-Net's, validation loss rising after its best epoch), so B (the committed recipe, from the committed
+    # variant A via --init) with more regularisation
+    "bb6": {
+        "bb6_B_hflip": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": dict(ASPECT_ONLY, hflip=True),
+                        "model": dict(full_res=16)},
+        "bb6_B_wd05": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3, weight_decay=0.05),
+                       "aug": ASPECT_ONLY, "model": dict(full_res=16)},
+        "bb6_B_scale": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3),
+                        "aug": dict(ASPECT_ONLY, scale=(0.6, 1.0)), "model": dict(full_res=16)},
+        "bb6_B_flips": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3),
+                        "aug": dict(ASPECT_ONLY, hflip=True, vflip=True), "model": dict(full_res=16)},
     },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
