@@ -37,6 +37,7 @@ SEG_AUG = dict(scale=(0.6, 1.0), hflip=True, vflip=True, rotate=10, brightness=0
 CLS = dict(epochs=10, batch_size=128, lr=3e-3, label_smoothing=0.1)
 SEG = dict(epochs=30, batch_size=16, lr=3e-3, weight_decay=1e-4)
 BB = dict(epochs=20, batch_size=16, lr=3e-3, weight_decay=1e-4)
+B30 = dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3)     # variant B from a trained A: the notebooks' recipe
 P16 = dict(CLS, epochs=16, min_size=64, full_size_at=0.75)
 P20 = dict(CLS, epochs=20, min_size=64, full_size_at=0.85)
 FLIPS = dict(scale=(1.0, 1.0), rotate=0)     # on top of SEG_AUG: flips and colour jitter, no crop or rotation
@@ -111,7 +112,7 @@ GROUPS = {
         "bb4_A_up2": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": NONE, "model": dict(upsample=2)},
         "bb4_B_up2_fromA": {"train": dict(BB, epochs=10, lr=1e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
                             "model": dict(upsample=2)},
-        "bb4_B_fromA_e30": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+        "bb4_B_fromA_e30": {"train": B30, "aug": ASPECT_ONLY,
                             "model": dict(full_res=16)},
         "bb4_A_up2_e10": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
                           "model": dict(upsample=2)},
@@ -127,16 +128,16 @@ GROUPS = {
     "bb5": {
         "bb5_A_hr32": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
                        "model": dict(full_res=(32, 64))},
-        "bb5_B_hr32_fromA": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+        "bb5_B_hr32_fromA": {"train": B30, "aug": ASPECT_ONLY,
                              "model": dict(full_res=(32, 64))},
         "bb5_A_hr16": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
                        "model": dict(full_res=(16, 32))},
-        "bb5_B_hr16_fromA": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+        "bb5_B_hr16_fromA": {"train": B30, "aug": ASPECT_ONLY,
                              "model": dict(full_res=(16, 32))},
         # the base U-Net's first three levels (strides 1, 2, 4) next to the classifier's stages
         "bb5_A_hr32_3lv": {"train": dict(BB, epochs=10, freeze_encoder_epochs=-1), "aug": NONE,
                            "model": dict(full_res=(32, 64, 128))},
-        "bb5_B_hr32_3lv_fromA": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": ASPECT_ONLY,
+        "bb5_B_hr32_3lv_fromA": {"train": B30, "aug": ASPECT_ONLY,
                                  "model": dict(full_res=(32, 64, 128))},
         # the schedule control: the committed network in one run with the base U-Net's schedule and augmentation
         # (40 epochs one-cycle at lr 3e-3, none), from the classifier's weights, no variant A before it
@@ -146,13 +147,13 @@ GROUPS = {
     # the base U-Net's, validation loss rising after its best epoch), so B (the committed recipe, from the committed
     # variant A via --init) with more regularisation
     "bb6": {
-        "bb6_B_hflip": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3), "aug": dict(ASPECT_ONLY, hflip=True),
+        "bb6_B_hflip": {"train": B30, "aug": dict(ASPECT_ONLY, hflip=True),
                         "model": dict(full_res=16)},
-        "bb6_B_wd05": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3, weight_decay=0.05),
+        "bb6_B_wd05": {"train": dict(B30, weight_decay=0.05),
                        "aug": ASPECT_ONLY, "model": dict(full_res=16)},
-        "bb6_B_scale": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3),
+        "bb6_B_scale": {"train": B30,
                         "aug": dict(ASPECT_ONLY, scale=(0.6, 1.0)), "model": dict(full_res=16)},
-        "bb6_B_flips": {"train": dict(BB, epochs=30, lr=2e-3, encoder_lr_mult=0.3),
+        "bb6_B_flips": {"train": B30,
                         "aug": dict(ASPECT_ONLY, hflip=True, vflip=True), "model": dict(full_res=16)},
     },
     "bb2": {
