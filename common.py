@@ -753,6 +753,11 @@ class Classifier(FlipTTA, nn.Module):
         return self.head(self.encoder(x)[-1])
 
 
+def full_res_widths(full_res):
+    """`backbone_unet`'s full_res as a list of level widths: 0 -> [], w -> [w], (w1, w2, ...) -> [w1, w2, ...]."""
+    return ([full_res] if isinstance(full_res, int) else list(full_res)) if full_res else []
+
+
 def unet_level(cin, cout, pool):
     """One level of the plain U-Net's encoder: a 2x2 max-pool (except at full resolution), then a double
     Conv-BN-ReLU."""
@@ -789,7 +794,7 @@ class AdaptedEncoder(nn.Module):
         super().__init__()
         self.backbone, self.upsample = backbone, upsample
         self.adapters = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(backbone.out_channels, widths))
-        full = ([full_res] if isinstance(full_res, int) else list(full_res)) if full_res else []
+        full = full_res_widths(full_res)
         if len(full) > 1 and (upsample != 1 or len(full) > len(widths)):
             raise ValueError("a high-resolution branch of several levels needs upsample=1 and at most one "
                              "level per classifier stage")
@@ -843,6 +848,7 @@ class UNetDecoder(nn.Module):
 
 class SegmentationModel(FlipTTA, nn.Module):
     """Encoder + `UNetDecoder`; returns logits (N,1,H,W). Built by `unet()` or `backbone_unet()`."""
+    spatial = True
 
     def __init__(self, encoder, decoder_channels, config):
         super().__init__()
@@ -851,8 +857,6 @@ class SegmentationModel(FlipTTA, nn.Module):
         self.decoder = UNetDecoder(encoder.out_channels, decoder_channels)
         self.encoder_frozen = False
         self.tta = False     # in eval mode, average over the horizontal flip (stored in the checkpoint's meta)
-
-    spatial = True
 
     def logits(self, x):
         return self.decoder(self.encoder(x), x.shape[-2:])
@@ -892,16 +896,18 @@ def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
     return SegmentationModel(UNetEncoder(widths), decoder, cfg)
 
 
-def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=(128, 96, 64, 32), full_res=0,
-                  upsample=1):
+def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=None, full_res=0, upsample=1):
     """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters and the same decoder
     as `unet`. Without `full_res` the decoder ends at stride 2 and is interpolated to full size; with it, a
-    full-resolution skip feeds one more decoder level (give `decoder` one more width). upsample=2 runs the
+    full-resolution skip feeds one more decoder level (the default `decoder` (128, 96, 64, 32) then gets a
+    last width of 16; an explicit one needs a width per level). upsample=2 runs the
     classifier's stages on a 2x upscaled input instead (strides 1..16, no full-resolution block needed; see
     `AdaptedEncoder`). Load the classifier's weights with `load_backbone`."""
     cls_cfg = {k: v for k, v in classifier_config.items()}
     backbone = ClassifierEncoder(cls_cfg["widths"], cls_cfg["blocks"])
     encoder = AdaptedEncoder(backbone, adapters, full_res, upsample)
+    if decoder is None:
+        decoder = (128, 96, 64, 32) + ((16,) if full_res else ())
     if len(decoder) != len(encoder.out_channels) - 1:
         raise ValueError(f"the decoder needs {len(encoder.out_channels) - 1} widths for this encoder, "
                          f"got {len(decoder)}")
@@ -918,6 +924,17 @@ def load_backbone(seg_model, classifier):
         raise CheckpointError(f"the classifier's stages do not fit this backbone U-Net (built for another "
                               f"classifier configuration): {str(e).splitlines()[0]}") from e
     return seg_model
+
+
+def cost_kind(config, frozen=False):
+    """The key of a segmentation model's measured per-epoch cost in experiments/cpu_costs.json (`sweep.py cost`):
+    'unet', or 'bb_frozen' / 'bb_tuned' plus '_full' (one full-resolution level), '_hr<w1>_<w2>...' (a branch of
+    several levels), '_up2' (2x upscaled encoder input). config: a model's `config`, or backbone_unet keywords."""
+    if config.get("arch") == "unet":
+        return "unet"
+    fr = full_res_widths(config.get("full_res"))
+    return ("bb_frozen" if frozen else "bb_tuned") + ("_full" if len(fr) == 1 else "") + \
+        ("_hr" + "_".join(map(str, fr)) if len(fr) > 1 else "") + ("_up2" if config.get("upsample", 1) == 2 else "")
 
 
 def build_model(config):

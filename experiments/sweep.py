@@ -169,27 +169,13 @@ GROUPS = {
 
 
 def seg_kind(group, spec_model=None, frozen=False):
-    """The cost-table key of a segmentation run: 'unet' or 'bb_frozen'/'bb_tuned' (+ '_full', '_up2')."""
-    if group.startswith("seg"):
-        return "unet"
-    m = spec_model or {}
-    fr = m.get("full_res")
-    fr = [fr] if isinstance(fr, int) else list(fr or [])
-    return ("bb_frozen" if frozen else "bb_tuned") + ("_full" if len(fr) == 1 else "") + \
-        ("_hr" + "_".join(map(str, fr)) if len(fr) > 1 else "") + ("_up2" if m.get("upsample", 1) == 2 else "")
+    """The cost-table key of a segmentation recipe (`common.cost_kind`)."""
+    return common.cost_kind({"arch": "unet"} if group.startswith("seg") else spec_model or {}, frozen)
 
 
 @functools.lru_cache(maxsize=None)
 def _costs():
     return json.loads(COSTS.read_text())
-
-
-def bb_model_kwargs(spec_model=None):
-    """`backbone_unet` keyword arguments of a recipe: a full-resolution block needs one more decoder width."""
-    kw = dict(spec_model or {})
-    if kw.get("full_res"):
-        kw.setdefault("decoder", (128, 96, 64, 32, 16))
-    return kw
 
 
 def cpu_minutes(group, train, model=None):
@@ -245,11 +231,11 @@ def measure_costs(out=COSTS, steps=8):
     res["cls_val_s"] = val_s(common.Classifier(100).eval(), tiny, N_TINY_VAL)
     cls_config = common.Classifier(100).config
     kinds = {seg_kind("seg"): (common.unet, 0)}
-    for m in ({}, {"full_res": 16}, {"upsample": 2}, {"full_res": (16, 32)}, {"full_res": (32, 64)},
-              {"full_res": (32, 64, 128)}):
+    models = [spec.get("model", {}) for g, runs in GROUPS.items() if g.startswith("bb") for spec in runs.values()]
+    for m in [{}] + models:         # every kind the recipes need, measured on the first model of that kind
         for frozen in (True, False):
-            kinds[seg_kind("bb", m, frozen)] = (lambda m=m: common.backbone_unet(cls_config, **bb_model_kwargs(m)),
-                                                -1 if frozen else 0)
+            kinds.setdefault(seg_kind("bb", m, frozen), (lambda m=m: common.backbone_unet(cls_config, **m),
+                                                         -1 if frozen else 0))
     for kind, (make, freeze) in kinds.items():
         cfg = common.TrainConfig(**dict(BB, epochs=1), freeze_encoder_epochs=freeze, max_steps_per_epoch=steps,
                                  augment=common.AugmentConfig.none())
@@ -330,7 +316,7 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
         make = lambda: common.unet(**spec.get("model", {}))
     else:
         cls_model, _ = common.load_checkpoint(classifier, expect_task="classification")
-        kw = bb_model_kwargs(spec.get("model"))
+        kw = spec.get("model", {})
         start = common.load_checkpoint(init, expect_task="segmentation")[0].state_dict() if init else None
 
         def make():

@@ -97,7 +97,7 @@ def test_backbone_unet_full_resolution_skip():
     again = common.build_model(seg.config)
     again.load_state_dict(seg.state_dict())
     with pytest.raises(ValueError, match="5 widths"):
-        common.backbone_unet(cls.config, full_res=8)           # the default decoder has one level too few
+        common.backbone_unet(cls.config, full_res=8, decoder=(64, 48, 32, 16))     # one level too few
 
 
 def test_backbone_unet_high_resolution_branch():
