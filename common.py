@@ -788,12 +788,14 @@ class AdaptedEncoder(nn.Module):
     upsample > 1 feeds the classifier a bilinearly upscaled input: its stages then sit at strides
     2/upsample, 4/upsample, ... of the input, so with 2 they start at full resolution, and the input looks like
     the 64->128 px upscaled images the classifier was trained on.
-    Freezing touches only the classifier's stages; the adapters and the high-resolution branch always train."""
+    Freezing touches only the classifier's stages; the adapters and the high-resolution branch always train.
+    feature_dropout > 0 drops whole channels of the adapted classifier features while training (Dropout2d)."""
 
-    def __init__(self, backbone: ClassifierEncoder, widths, full_res=0, upsample=1):
+    def __init__(self, backbone: ClassifierEncoder, widths, full_res=0, upsample=1, feature_dropout=0.0):
         super().__init__()
         self.backbone, self.upsample = backbone, upsample
         self.adapters = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(backbone.out_channels, widths))
+        self.drop = nn.Dropout2d(feature_dropout) if feature_dropout else nn.Identity()
         full = full_res_widths(full_res)
         if len(full) > 1 and (upsample != 1 or len(full) > len(widths)):
             raise ValueError("a high-resolution branch of several levels needs upsample=1 and at most one "
@@ -809,7 +811,7 @@ class AdaptedEncoder(nn.Module):
     def forward(self, x):
         xb = x if self.upsample == 1 else F.interpolate(x, scale_factor=self.upsample, mode="bilinear",
                                                          align_corners=False)
-        feats = [a(f) for a, f in zip(self.adapters, self.backbone(xb))]
+        feats = [self.drop(a(f)) for a, f in zip(self.adapters, self.backbone(xb))]
         if self.full is None:
             return feats
         hr = [self.full(x)]
@@ -873,6 +875,14 @@ class SegmentationModel(FlipTTA, nn.Module):
         self._frozen_part().eval()
         return self
 
+    def freeze_encoder_bn(self):
+        """Keep the classifier's BatchNorm statistics fixed (eval mode) while its weights train; `fit` calls it
+        after every model.train() when TrainConfig.encoder_bn is "frozen"."""
+        for m in self._frozen_part().modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
     def unfreeze_encoder(self):
         for p in self._frozen_part().parameters():
             p.requires_grad_(True)
@@ -896,30 +906,47 @@ def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
     return SegmentationModel(UNetEncoder(widths), decoder, cfg)
 
 
-def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=None, full_res=0, upsample=1):
+def backbone_unet(classifier_config, adapters=None, decoder=None, full_res=0, upsample=1, stages=None,
+                  feature_dropout=0.0):
     """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters and the same decoder
     as `unet`. Without `full_res` the decoder ends at stride 2 and is interpolated to full size; with it, a
     full-resolution skip feeds one more decoder level (the default `decoder` (128, 96, 64, 32) then gets a
     last width of 16; an explicit one needs a width per level). upsample=2 runs the
     classifier's stages on a 2x upscaled input instead (strides 1..16, no full-resolution block needed; see
-    `AdaptedEncoder`). Load the classifier's weights with `load_backbone`."""
+    `AdaptedEncoder`). stages=n keeps only the classifier's first n stages (4: down to stride 16, like the plain
+    U-Net); the default adapters (32, 64, 96, 128, 192) and decoder are cut to match. feature_dropout: Dropout2d on
+    the adapted classifier features (see `AdaptedEncoder`). Load the classifier's weights with `load_backbone`."""
     cls_cfg = {k: v for k, v in classifier_config.items()}
-    backbone = ClassifierEncoder(cls_cfg["widths"], cls_cfg["blocks"])
-    encoder = AdaptedEncoder(backbone, adapters, full_res, upsample)
+    n = stages or len(cls_cfg["widths"])
+    if not 2 <= n <= len(cls_cfg["widths"]):
+        raise ValueError(f"stages must be 2..{len(cls_cfg['widths'])} (the classifier's stages), not {stages}")
+    backbone = ClassifierEncoder(cls_cfg["widths"][:n], cls_cfg["blocks"][:n])
+    if adapters is None:
+        adapters = (32, 64, 96, 128, 192)[:n]
+    if len(adapters) != n:
+        raise ValueError(f"adapters need one width per classifier stage ({n}), got {len(adapters)}")
+    encoder = AdaptedEncoder(backbone, adapters, full_res, upsample, feature_dropout)
     if decoder is None:
-        decoder = (128, 96, 64, 32) + ((16,) if full_res else ())
+        decoder = (128, 96, 64, 32)[5 - n:] + ((16,) if full_res else ())
     if len(decoder) != len(encoder.out_channels) - 1:
         raise ValueError(f"the decoder needs {len(encoder.out_channels) - 1} widths for this encoder, "
                          f"got {len(decoder)}")
     cfg = {"arch": "backbone_unet", "classifier": cls_cfg, "adapters": list(adapters), "decoder": list(decoder),
            "full_res": full_res, "upsample": upsample}
+    # the options below enter the config only when set, so the configs (and run keys) of committed models stay valid
+    if stages:
+        cfg["stages"] = n
+    if feature_dropout:
+        cfg["feature_dropout"] = feature_dropout
     return SegmentationModel(encoder, decoder, cfg)
 
 
 def load_backbone(seg_model, classifier):
     """Copy a trained classifier's encoder weights into a backbone U-Net (the head is dropped)."""
+    n = len(seg_model.encoder.backbone.stages)       # a backbone U-Net may use only the first stages
+    state = {k: v for k, v in classifier.encoder.state_dict().items() if int(k.split(".")[1]) < n}
     try:
-        seg_model.encoder.backbone.load_state_dict(classifier.encoder.state_dict())
+        seg_model.encoder.backbone.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"the classifier's stages do not fit this backbone U-Net (built for another "
                               f"classifier configuration): {str(e).splitlines()[0]}") from e
@@ -929,12 +956,14 @@ def load_backbone(seg_model, classifier):
 def cost_kind(config, frozen=False):
     """The key of a segmentation model's measured per-epoch cost in experiments/cpu_costs.json (`sweep.py cost`):
     'unet', or 'bb_frozen' / 'bb_tuned' plus '_full' (one full-resolution level), '_hr<w1>_<w2>...' (a branch of
-    several levels), '_up2' (2x upscaled encoder input). config: a model's `config`, or backbone_unet keywords."""
+    several levels), '_up2' (2x upscaled encoder input), '_s<n>' (the classifier's first n stages only). config: a
+    model's `config`, or backbone_unet keywords."""
     if config.get("arch") == "unet":
         return "unet"
     fr = full_res_widths(config.get("full_res"))
     return ("bb_frozen" if frozen else "bb_tuned") + ("_full" if len(fr) == 1 else "") + \
-        ("_hr" + "_".join(map(str, fr)) if len(fr) > 1 else "") + ("_up2" if config.get("upsample", 1) == 2 else "")
+        ("_hr" + "_".join(map(str, fr)) if len(fr) > 1 else "") + ("_up2" if config.get("upsample", 1) == 2 else "") + \
+        (f"_s{config['stages']}" if config.get("stages") else "")
 
 
 def build_model(config):
@@ -947,7 +976,7 @@ def build_model(config):
         return unet(**config)
     if arch == "backbone_unet":
         return backbone_unet(config["classifier"], config["adapters"], config["decoder"], config.get("full_res", 0),
-                             config.get("upsample", 1))
+                             config.get("upsample", 1), config.get("stages"), config.get("feature_dropout", 0.0))
     raise CheckpointError(f"unknown architecture {arch!r}")
 
 
@@ -1035,6 +1064,10 @@ class TrainConfig:
     threshold: float = 0.5             # segmentation metric threshold during training
     freeze_encoder_epochs: int = 0     # backbone U-Net: epochs with the encoder frozen (-1: always)
     encoder_lr_mult: float = 1.0       # backbone U-Net: encoder lr = lr * this
+    encoder_bn: str = "train"          # backbone U-Net, encoder trainable: "train" or "frozen" (its BatchNorm
+                                       # layers keep the running statistics they start with; weights still learn)
+    ema: float = 0.0                   # > 0: validate and save an exponential moving average of the weights
+                                       # with this decay per step (0 = the raw weights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     max_steps_per_epoch: int = 0       # 0 = full epochs (tests and benchmarks cap it)
@@ -1203,10 +1236,36 @@ def _make_optimizer(model, cfg, steps_total):
     return opt, sched
 
 
+# fields added after runs were committed: at their defaults they stay out of the run key, so those runs still match
+_LATER_FIELDS = {"encoder_bn": "train", "ema": 0.0}
+
+
 def _config_dict(cfg):
     d = asdict(cfg)
     d.pop("max_steps_per_epoch", None)
+    for k, default in _LATER_FIELDS.items():
+        if d[k] == default:
+            d.pop(k)
     return d
+
+
+class EMA:
+    """Exponential moving average of a model's weights and BatchNorm statistics (integer buffers are copied).
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so early weights fade fast."""
+
+    def __init__(self, model, decay):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model):
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for e, v in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.is_floating_point():
+                e.lerp_(v, 1 - d)
+            else:
+                e.copy_(v)
 
 
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None,
@@ -1219,6 +1278,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     out_dir/best.pt   the model at the best value of the monitored metric (val_top1 / val_iou), in the
                       checkpoint format of `load_checkpoint`.
     out_dir/history.csv  one row per epoch.
+    With cfg.ema > 0 the moving average of the weights (`EMA`) is what is validated, saved as best.pt and left in
+    `model` at the end; the raw weights go on training.
     Randomness (shuffling, augmentation) is drawn from generators seeded by (seed, epoch), so a resumed run
     repeats an uninterrupted one exactly on CPU. Returns the history as a pandas DataFrame.
     """
@@ -1241,7 +1302,9 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         n_batches = min(n_batches, cfg.max_steps_per_epoch)
     opt, sched = _make_optimizer(model, cfg, cfg.epochs * n_batches)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    history, start_epoch, best = [], 0, -float("inf")
+    if cfg.encoder_bn not in ("train", "frozen"):
+        raise ValueError(f"encoder_bn must be 'train' or 'frozen', not {cfg.encoder_bn!r}")
+    history, start_epoch, best, state = [], 0, -float("inf"), {}
     run_key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
                                      "n_train": len(train), "n_val": len(val)}))
 
@@ -1267,6 +1330,11 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                 print(f"resuming from {last}: {start_epoch} of {cfg.epochs} epochs done")
         elif progress:
             print(f"{last} belongs to another configuration; starting afresh")
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    if ema is not None and start_epoch:
+        ema.model.load_state_dict(state["ema"])
+        ema.updates = state["ema_updates"]
+    validated = ema.model if ema is not None else model     # the weights that are validated and saved
 
     frozen_epochs = cfg.freeze_encoder_epochs if hasattr(model, "freeze_encoder") else 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -1278,6 +1346,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(len(train), generator=gen)
         model.train()
+        if cfg.encoder_bn == "frozen":
+            model.freeze_encoder_bn()
         aug = BatchAugment(cfg.augment, epoch_input_size(cfg, epoch))
         t0, total, seen = time.time(), 0.0, 0
         bar = _progress(range(n_batches), progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
@@ -1298,12 +1368,14 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
             if progress and b % 10 == 0:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         train_time = time.time() - t0
-        val_metrics = evaluate(model, val, task, device=device, mean=mean, std=std)
+        val_metrics = evaluate(validated, val, task, device=device, mean=mean, std=std)
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                **{f"val_{k}": v for k, v in val_metrics.items()},
                "lr": opt.param_groups[-1]["lr"], "input_size": aug.out_size, "epoch_time_s": train_time,
@@ -1314,10 +1386,12 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
             best = row[task.monitor]
             m = {"seed": cfg.seed, **(meta or {}), "epoch": epoch + 1, "metrics": {k: v for k, v in row.items()
                                                                 if k.startswith("val_")}}
-            save_checkpoint(out_dir / "best.pt", model, task=task.name, mean=mean, std=std, **m)
+            save_checkpoint(out_dir / "best.pt", validated, task=task.name, mean=mean, std=std, **m)
         atomic_write(out_dir / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
         state = {"run_key": run_key, "model": model.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best}
+        if ema is not None:
+            state.update(ema=ema.model.state_dict(), ema_updates=ema.updates)
         atomic_write(last, lambda p: torch.save(state, p))
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
@@ -1325,6 +1399,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                 f" ({train_time:.0f}s, {row['images_per_s']:.0f} img/s)" + (" *" if improved else ""))
         if callback is not None:
             callback(pd.DataFrame(history))
+    if ema is not None:        # the model ends as the weights that were validated
+        model.load_state_dict(ema.model.state_dict())
     model.eval()
     return pd.DataFrame(history)
 

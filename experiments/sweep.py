@@ -46,6 +46,7 @@ FLIPS = dict(scale=(1.0, 1.0), rotate=0)     # on top of SEG_AUG: flips and colo
 ASPECT_ONLY = dict(scale=(1.0, 1.0), rotate=0, vflip=False, hflip=False, brightness=0.0, contrast=0.0,
                    saturation=0.0)
 NONE = dict(vars(common.AugmentConfig.none()))     # exactly `AugmentConfig.none()`
+HFLIP = dict(ASPECT_ONLY, hflip=True)     # the notebooks' variant B since round 6
 
 GROUPS = {
     "cls": {
@@ -147,7 +148,7 @@ GROUPS = {
     # the base U-Net's, validation loss rising after its best epoch), so B (the committed recipe, from the committed
     # variant A via --init) with more regularisation
     "bb6": {
-        "bb6_B_hflip": {"train": B30, "aug": dict(ASPECT_ONLY, hflip=True),
+        "bb6_B_hflip": {"train": B30, "aug": HFLIP,
                         "model": dict(full_res=16)},
         "bb6_B_wd05": {"train": dict(B30, weight_decay=0.05),
                        "aug": ASPECT_ONLY, "model": dict(full_res=16)},
@@ -155,6 +156,25 @@ GROUPS = {
                         "aug": dict(ASPECT_ONLY, scale=(0.6, 1.0)), "model": dict(full_res=16)},
         "bb6_B_flips": {"train": B30,
                         "aug": dict(ASPECT_ONLY, hflip=True, vflip=True), "model": dict(full_res=16)},
+    },
+    # seventh round, on this CPU: round 6's winner (B30 with the horizontal flip, from the committed variant A via
+    # --init) with one more change each: an average of the weights, the classifier's BatchNorm statistics kept,
+    # a longer schedule, the encoder at the full learning rate, channel dropout on the classifier's features
+    "bb7": {
+        "bb7_B_ema": {"train": dict(B30, ema=0.995), "aug": HFLIP, "model": dict(full_res=16)},
+        "bb7_B_bnfrozen": {"train": dict(B30, encoder_bn="frozen"), "aug": HFLIP, "model": dict(full_res=16)},
+        "bb7_B_e45": {"train": dict(B30, epochs=45), "aug": HFLIP, "model": dict(full_res=16)},
+        "bb7_B_enc1": {"train": dict(B30, encoder_lr_mult=1.0), "aug": HFLIP, "model": dict(full_res=16)},
+        # channel dropout (Dropout2d 0.2) on the adapted classifier features
+        "bb7_B_fdrop20": {"train": B30, "aug": HFLIP, "model": dict(full_res=16, feature_dropout=0.2)},
+        # no change, another seed: how far B moves by chance alone
+        "bb7_B_seed1": {"train": dict(B30, seed=1), "aug": HFLIP, "model": dict(full_res=16)},
+    },
+    # eighth round, on this CPU: only the classifier's first four stages (strides 2..16, the plain U-Net's depth;
+    # the fifth stage alone holds 2.3M of the classifier's weights): A, then B from it (--init)
+    "bb8": {
+        "bb8_A_s4": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": NONE, "model": dict(full_res=16, stages=4)},
+        "bb8_B_s4_fromA": {"train": B30, "aug": HFLIP, "model": dict(full_res=16, stages=4)},
     },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},

@@ -144,3 +144,45 @@ def test_backbone_unet_on_upscaled_input():
         assert torch.allclose(feats[0], seg.encoder.adapters[0](cls.eval().encoder.stages[0](up)), atol=1e-5)
     again = common.build_model(seg.config)
     assert again.encoder.upsample == 2
+
+
+def test_backbone_unet_on_the_first_stages_only():
+    """stages=4: the classifier's stages down to stride 16 (the plain U-Net's depth), their weights loaded from
+    the full classifier; the fifth stage is not part of the model at all."""
+    cls = common.Classifier(10)
+    seg = common.load_backbone(common.backbone_unet(cls.config, full_res=8, stages=4), cls).eval()
+    assert seg.encoder.strides == [1, 2, 4, 8, 16] and len(seg.decoder.blocks) == 4
+    assert seg.config["adapters"] == [32, 64, 96, 128] and seg.config["decoder"] == [96, 64, 32, 16]
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        deepest = seg.encoder.backbone(x)[-1]
+        assert torch.equal(deepest, cls.eval().encoder(x)[3])
+    assert seg(x).shape == (2, 1, 128, 128)
+    n_stage5 = sum(p.numel() for p in cls.encoder.stages[4].parameters())
+    full = common.backbone_unet(cls.config, full_res=8)
+    assert common.count_params(full) - common.count_params(seg) > n_stage5
+    again = common.build_model(seg.config)
+    again.load_state_dict(seg.state_dict())
+    assert "stages" not in full.config          # the committed models' configs do not change
+    assert common.cost_kind(seg.config) == "bb_tuned_full_s4"
+    with pytest.raises(ValueError, match="one width per classifier stage"):
+        common.backbone_unet(cls.config, adapters=(32, 64, 96, 128, 192), stages=4)
+    with pytest.raises(ValueError, match="stages must be"):
+        common.backbone_unet(cls.config, stages=6)
+
+
+def test_feature_dropout_drops_whole_classifier_channels_only_while_training():
+    cls = common.Classifier(10)
+    plain = common.load_backbone(common.backbone_unet(cls.config, full_res=8), cls)
+    drop = common.backbone_unet(cls.config, full_res=8, feature_dropout=0.5)
+    drop.load_state_dict(plain.state_dict())          # no weights of its own: a variant A loads into it
+    assert "feature_dropout" not in plain.config and drop.config["feature_dropout"] == 0.5
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x), drop.eval()(x))
+        torch.manual_seed(0)
+        feats, ref = drop.train().encoder(x), plain.train().encoder(x)
+    assert torch.equal(feats[0], ref[0])                # the full-resolution block is not dropped
+    per_channel = feats[3].flatten(2).abs().amax(-1)    # an adapted classifier stage: whole channels are zero
+    assert ((per_channel == 0) & (ref[3].flatten(2).abs().amax(-1) > 0)).float().mean() > 0.3
+    assert common.build_model(drop.config).encoder.drop.p == 0.5

@@ -47,9 +47,10 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interruption_repeats_the_uninterrupted_run(tiny_root, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_interruption_repeats_the_uninterrupted_run(tiny_root, tmp_path, ema):
     train, val = cls_data(tiny_root)
-    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=3e-3, max_steps_per_epoch=3)
+    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=3e-3, max_steps_per_epoch=3, ema=ema)
 
     torch.manual_seed(0)
     full = common.fit(common.Classifier(6, **SMALL_CLS), train, val, cfg, tmp_path / "a", progress=False)
@@ -141,3 +142,64 @@ def test_train_true_retrains_a_finished_run_and_auto_exports_it(moon_root, tmp_p
     (tmp_path / "weights" / "u.pt").unlink()             # e.g. interrupted between the last epoch and the export
     run("auto")
     assert "reusing the finished run" in capsys.readouterr().out and (tmp_path / "weights" / "u.pt").exists()
+
+
+def test_ema_averages_weights_and_is_what_fit_validates(tiny_root, tmp_path):
+    model = common.Classifier(6, **SMALL_CLS)
+    ema = common.EMA(model, decay=0.9)
+    name, start = next((k, v.clone()) for k, v in model.state_dict().items() if v.is_floating_point())
+    with torch.no_grad():
+        model.state_dict()[name].add_(1.0)
+        for k, v in model.state_dict().items():
+            if k.endswith("num_batches_tracked"):
+                v.fill_(7)
+    ema.update(model)
+    d = 2 / 11                                   # the ramp: min(0.9, (1 + 1) / (10 + 1))
+    assert torch.allclose(ema.model.state_dict()[name], start + (1 - d), atol=1e-6)
+    assert all(int(v) == 7 for k, v in ema.model.state_dict().items() if k.endswith("num_batches_tracked"))
+
+    train, val = cls_data(tiny_root)
+    runs = {}
+    for decay in (0.0, 0.9):
+        cfg = common.TrainConfig(epochs=2, batch_size=30, lr=3e-3, max_steps_per_epoch=3, ema=decay)
+        torch.manual_seed(0)
+        m = common.Classifier(6, **SMALL_CLS)
+        runs[decay] = common.fit(m, train, val, cfg, tmp_path / str(decay), progress=False)
+        final = common.evaluate(m, val, common.make_task(train, cfg))     # fit leaves the validated weights
+        assert final["loss"] == pytest.approx(runs[decay]["val_loss"].iloc[-1], abs=1e-5)
+    assert runs[0.0]["train_loss"].tolist() == runs[0.9]["train_loss"].tolist()   # the raw weights train alike
+    assert runs[0.0]["val_loss"].iloc[-1] != runs[0.9]["val_loss"].iloc[-1]        # but the average is validated
+
+
+def test_encoder_bn_frozen_keeps_the_classifier_statistics_while_its_weights_learn(moon_root, tmp_path):
+    train, val = moon_data(moon_root)
+    cls = common.Classifier(6, **SMALL_CLS)
+    stats = {}
+    for mode in ("train", "frozen"):
+        seg = common.load_backbone(common.backbone_unet(cls.config, adapters=(8, 8, 16, 16, 16),
+                                                        decoder=(16, 16, 8, 8)), cls)
+        start = {k: v.clone() for k, v in seg.encoder.backbone.state_dict().items()}
+        cfg = common.TrainConfig(epochs=1, batch_size=6, lr=3e-3, max_steps_per_epoch=2, encoder_bn=mode)
+        common.fit(seg, train, val, cfg, tmp_path / mode, progress=False)
+        after = seg.encoder.backbone.state_dict()
+        stats[mode] = any(not torch.equal(after[k], start[k]) for k in start if "running" in k)
+        assert any(not torch.equal(after[k], start[k]) for k in start if k.endswith("weight"))
+    assert stats == {"train": True, "frozen": False}
+    with pytest.raises(ValueError, match="encoder_bn"):
+        common.fit(seg, train, val, common.TrainConfig(epochs=1, encoder_bn="eval"), tmp_path / "bad",
+                   progress=False)
+
+
+def test_committed_run_keys_survive_new_training_options():
+    """Options added to TrainConfig after a run was committed must not change that run's key (train_or_reuse
+    would retrain it): the key of every committed model is what its config gives today."""
+    import json
+    from pathlib import Path
+    weights = sorted((Path(common.__file__).parent / "weights").glob("*.pt"))
+    assert weights
+    for w in weights:
+        key = common.load_checkpoint(w)[1]["run_key"]["train"]
+        cfg = common.TrainConfig(**{**key, "augment": common.AugmentConfig(**key["augment"])})
+        assert json.loads(json.dumps(common._config_dict(cfg))) == key, w.name
+    assert "ema" not in common._config_dict(common.TrainConfig())
+    assert common._config_dict(common.TrainConfig(ema=0.99))["ema"] == 0.99
