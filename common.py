@@ -1284,6 +1284,11 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     repeats an uninterrupted one exactly on CPU. Returns the history as a pandas DataFrame.
     """
     import pandas as pd
+    if cfg.encoder_bn not in ("train", "frozen"):
+        raise ValueError(f"encoder_bn must be 'train' or 'frozen', not {cfg.encoder_bn!r}")
+    if cfg.encoder_bn == "frozen" and not hasattr(model, "freeze_encoder_bn"):
+        raise ValueError("encoder_bn='frozen' is for segmentation models (it keeps their encoder's BatchNorm "
+                         f"statistics); {type(model).__name__} has no encoder to keep")
     device = torch.device(device) if device else default_device()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1302,8 +1307,6 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         n_batches = min(n_batches, cfg.max_steps_per_epoch)
     opt, sched = _make_optimizer(model, cfg, cfg.epochs * n_batches)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    if cfg.encoder_bn not in ("train", "frozen"):
-        raise ValueError(f"encoder_bn must be 'train' or 'frozen', not {cfg.encoder_bn!r}")
     history, start_epoch, best, state = [], 0, -float("inf"), {}
     run_key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
                                      "n_train": len(train), "n_val": len(val)}))

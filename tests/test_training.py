@@ -171,7 +171,7 @@ def test_ema_averages_weights_and_is_what_fit_validates(tiny_root, tmp_path):
     assert runs[0.0]["val_loss"].iloc[-1] != runs[0.9]["val_loss"].iloc[-1]        # but the average is validated
 
 
-def test_encoder_bn_frozen_keeps_the_classifier_statistics_while_its_weights_learn(moon_root, tmp_path):
+def test_encoder_bn_frozen_keeps_the_classifier_statistics_while_its_weights_learn(moon_root, tiny_root, tmp_path):
     train, val = moon_data(moon_root)
     cls = common.Classifier(6, **SMALL_CLS)
     stats = {}
@@ -187,6 +187,9 @@ def test_encoder_bn_frozen_keeps_the_classifier_statistics_while_its_weights_lea
     assert stats == {"train": True, "frozen": False}
     with pytest.raises(ValueError, match="encoder_bn"):
         common.fit(seg, train, val, common.TrainConfig(epochs=1, encoder_bn="eval"), tmp_path / "bad",
+                   progress=False)
+    with pytest.raises(ValueError, match="segmentation models"):
+        common.fit(cls, *cls_data(tiny_root), common.TrainConfig(epochs=1, encoder_bn="frozen"), tmp_path / "bad",
                    progress=False)
 
 
