@@ -176,6 +176,11 @@ GROUPS = {
         "bb8_A_s4": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": NONE, "model": dict(full_res=16, stages=4)},
         "bb8_B_s4_fromA": {"train": B30, "aug": HFLIP, "model": dict(full_res=16, stages=4)},
     },
+    # ninth round, on this CPU: the base U-Net of notebook 02 (40 epochs, no augmentation) with another seed, the
+    # scale of chance on the other side of the B-against-base comparison (its seed-0 run is weights/unet.pt)
+    "seg3": {
+        "seg3_unet_e40_seed1": {"train": dict(SEG, epochs=40, seed=1), "aug": NONE},
+    },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
         "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},
