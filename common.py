@@ -1749,7 +1749,13 @@ class LivePlot:
 
 
 def browse(n, render, description="№"):
-    """A slider over n items; render(i) draws item i. Returns the widget (or None without ipywidgets)."""
+    """A slider over n items; render(i) draws item i. Returns the widget (or None without ipywidgets).
+    In a headless run (run_all.py sets HW_STATIC_WIDGETS=1) no widget is built: nbclient, which papermill runs
+    notebooks with, can wait forever on a cell that creates ipywidgets (jupyter/nbclient#312; seen here on a
+    re-render), and a saved slider cannot move anyway; the static figure beside every slider is the report's."""
+    if os.environ.get("HW_STATIC_WIDGETS"):
+        print(f"(слайдер по {n} примерам работает при запуске в Jupyter; в отчёте — статичная версия ниже)")
+        return None
     try:
         import ipywidgets as widgets
     except ImportError:

@@ -10,6 +10,7 @@ The report is HTML always (report/ or runs/demo/report/), and PDF when a LaTeX e
 """
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -58,9 +59,11 @@ def export_report(executed, report_dir):
 def _finish(path):
     """Make an executed notebook safe to keep and return the printed output of each cell that calls
     `train_or_reuse`. papermill's injected parameters (an absolute output_dir, train=True, ...) become a comment
-    that records what this run used, so a user's Run All of the kept notebook starts from its own defaults."""
+    that records what this run used, so a user's Run All of the kept notebook starts from its own defaults.
+    Saved widget state is dropped: a headless run builds no widgets (`common.browse`), so any is stale."""
     import nbformat
     nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("widgets", None)
     for c in nb.cells:
         if "injected-parameters" in c.metadata.get("tags", []) and not c.source.startswith("# run_all.py"):
             c.source = "# run_all.py ran this notebook with these parameters (a comment, so Run All uses the defaults):\n" + \
@@ -93,6 +96,8 @@ def main(argv=None):
     params = {"profile": profile, "data_dir": args.data, "output_dir": str(out.resolve()),
               "train": {"auto": "auto", "yes": True, "no": False}[args.train]}
     cell_timeout = args.cell_timeout or (600 if profile == "demo" else None)
+    # the kernels inherit it: `common.browse` then builds no ipywidgets, which can hang nbclient (nbclient#312)
+    os.environ["HW_STATIC_WIDGETS"] = "1"
     executed, times, trained = [], {}, []
     for name in NOTEBOOKS:
         if args.only and not any(name.startswith(o) for o in args.only):

@@ -119,3 +119,17 @@ def test_download_offline_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="copy the file to"):
         common.download("http://127.0.0.1:9/tiny-imagenet-200.zip", tmp_path / "t.zip")
     assert not (tmp_path / "t.zip").exists()
+
+
+def test_headless_runs_build_no_widgets(monkeypatch, capsys):
+    """run_all.py sets HW_STATIC_WIDGETS: papermill's nbclient can hang on a cell that creates ipywidgets
+    (jupyter/nbclient#312), so `browse` then says where the slider works and builds nothing."""
+    drawn = []
+    monkeypatch.delenv("HW_STATIC_WIDGETS", raising=False)
+    widget = common.browse(5, lambda i: drawn.append(i))
+    pytest.importorskip("ipywidgets")
+    assert widget is not None and drawn == [0]          # in Jupyter: a slider, showing item 0
+    monkeypatch.setenv("HW_STATIC_WIDGETS", "1")
+    drawn.clear()
+    assert common.browse(5, lambda i: drawn.append(i)) is None and drawn == []
+    assert "Jupyter" in capsys.readouterr().out
