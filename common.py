@@ -858,6 +858,7 @@ class SegmentationModel(FlipTTA, nn.Module):
         self.encoder = encoder
         self.decoder = UNetDecoder(encoder.out_channels, decoder_channels)
         self.encoder_frozen = False
+        self.encoder_stats_frozen = False   # TrainConfig.encoder_bn="frozen": the stages train, their BN statistics don't
         self.tta = False     # in eval mode, average over the horizontal flip (stored in the checkpoint's meta)
 
     def logits(self, x):
@@ -872,28 +873,18 @@ class SegmentationModel(FlipTTA, nn.Module):
         for p in self._frozen_part().parameters():
             p.requires_grad_(False)
         self.encoder_frozen = True
-        self._frozen_part().eval()
-        return self
-
-    def freeze_encoder_bn(self):
-        """Keep the classifier's BatchNorm statistics fixed (eval mode) while its weights train; `fit` calls it
-        after every model.train() when TrainConfig.encoder_bn is "frozen"."""
-        for m in self._frozen_part().modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-        return self
+        return self.train(self.training)
 
     def unfreeze_encoder(self):
         for p in self._frozen_part().parameters():
             p.requires_grad_(True)
         self.encoder_frozen = False
-        self._frozen_part().train(self.training)
-        return self
+        return self.train(self.training)
 
     def train(self, mode=True):
         super().train(mode)
-        if self.encoder_frozen:
-            self._frozen_part().eval()   # frozen BN layers stay in eval mode even after model.train()
+        if self.encoder_frozen or self.encoder_stats_frozen:
+            self._frozen_part().eval()   # its BatchNorm statistics stay fixed even after model.train()
         return self
 
     def encoder_parameters(self):
@@ -1286,7 +1277,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     import pandas as pd
     if cfg.encoder_bn not in ("train", "frozen"):
         raise ValueError(f"encoder_bn must be 'train' or 'frozen', not {cfg.encoder_bn!r}")
-    if cfg.encoder_bn == "frozen" and not hasattr(model, "freeze_encoder_bn"):
+    if cfg.encoder_bn == "frozen" and not hasattr(model, "encoder_stats_frozen"):
         raise ValueError("encoder_bn='frozen' is for segmentation models (it keeps their encoder's BatchNorm "
                          f"statistics); {type(model).__name__} has no encoder to keep")
     device = torch.device(device) if device else default_device()
@@ -1339,6 +1330,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         ema.updates = state["ema_updates"]
     validated = ema.model if ema is not None else model     # the weights that are validated and saved
 
+    if hasattr(model, "encoder_stats_frozen"):      # kept by the model's own train() (like a frozen encoder)
+        model.encoder_stats_frozen = cfg.encoder_bn == "frozen"
     frozen_epochs = cfg.freeze_encoder_epochs if hasattr(model, "freeze_encoder") else 0
     for epoch in range(start_epoch, cfg.epochs):
         if frozen_epochs < 0 or epoch < frozen_epochs:
@@ -1349,8 +1342,6 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(len(train), generator=gen)
         model.train()
-        if cfg.encoder_bn == "frozen":
-            model.freeze_encoder_bn()
         aug = BatchAugment(cfg.augment, epoch_input_size(cfg, epoch))
         t0, total, seen = time.time(), 0.0, 0
         bar = _progress(range(n_batches), progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)

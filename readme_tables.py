@@ -99,13 +99,14 @@ def sweep_table():
     sys.path.insert(0, str(ROOT / "experiments"))
     import sweep
     lines = []
-    for f in sorted((ROOT / "experiments" / "results").glob("*.json")):
-        data = json.loads(f.read_text())
+    files = {f: json.loads(f.read_text()) for f in sorted((ROOT / "experiments" / "results").glob("*.json"))}
+    # a run's base may sit in another results file (e.g. a CPU control of a recipe searched on the GPU)
+    specs = {r["name"]: r["spec"] for data in files.values() for r in data["runs"]}
+    for f, data in files.items():
         lines += [f"From `{f.relative_to(ROOT)}` ({data['meta']['device']}; {data['meta']['data']}).", "",
                   "| round | run | what differs from its base run (— : not set, the default; base runs "
                   + ", ".join(f"`{n}`" for n in dict.fromkeys(SWEEP_BASE.values())) + ") | best-epoch metric | with flip TTA "
                   "| best epoch | est. minutes on the 2-core CPU |", "|---|---|---|---|---|---|---|"]
-        specs = {r["name"]: r["spec"] for r in data["runs"]}
         for r in data["runs"]:
             base = specs.get(SWEEP_BASE.get(r["group"]), {})
             what = "; ".join(_spec_diff(r["spec"], base)) or "(the base)"
