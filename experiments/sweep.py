@@ -181,6 +181,16 @@ GROUPS = {
     "seg3": {
         "seg3_unet_e40_seed1": {"train": dict(SEG, epochs=40, seed=1), "aug": NONE},
     },
+    # tenth round, on this CPU: (1) every augmentation so far kept the crop's aspect-ratio jitter, i.e. resampled the
+    # training images and masks (bilinear, the mask re-thresholded) while validation images never are: B (B30 from
+    # the committed variant A via --init) with the exact pixel flip only; (2) the small gains stacked: A with B's
+    # augmentation, then B from it (--init) with the encoder at the full learning rate and the longer schedule
+    "bb10": {
+        "bb10_B_hflip_exact": {"train": B30, "aug": dict(NONE, hflip=True), "model": dict(full_res=16)},
+        "bb10_A_hflip": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP, "model": dict(full_res=16)},
+        "bb10_B_stack_fromA": {"train": dict(B30, epochs=45, encoder_lr_mult=1.0), "aug": HFLIP,
+                               "model": dict(full_res=16)},
+    },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
         "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},
