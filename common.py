@@ -788,12 +788,17 @@ class AdaptedEncoder(nn.Module):
     upsample > 1 feeds the classifier a bilinearly upscaled input: its stages then sit at strides
     2/upsample, 4/upsample, ... of the input, so with 2 they start at full resolution, and the input looks like
     the 64->128 px upscaled images the classifier was trained on.
+    lowpass=True feeds the classifier the input averaged over 2x2 pixels and upscaled back (bilinear): as soft as
+    the 64->128 px images it was trained on, at no extra cost; the high-resolution branch still sees the input itself.
     Freezing touches only the classifier's stages; the adapters and the high-resolution branch always train.
     feature_dropout > 0 drops whole channels of the adapted classifier features while training (Dropout2d)."""
 
-    def __init__(self, backbone: ClassifierEncoder, widths, full_res=0, upsample=1, feature_dropout=0.0):
+    def __init__(self, backbone: ClassifierEncoder, widths, full_res=0, upsample=1, feature_dropout=0.0,
+                 lowpass=False):
         super().__init__()
-        self.backbone, self.upsample = backbone, upsample
+        if lowpass and upsample != 1:
+            raise ValueError("lowpass and upsample are two ways to match the classifier's input: use one of them")
+        self.backbone, self.upsample, self.lowpass = backbone, upsample, lowpass
         self.adapters = nn.ModuleList(conv_bn(c, w, 1) for c, w in zip(backbone.out_channels, widths))
         self.drop = nn.Dropout2d(feature_dropout) if feature_dropout else nn.Identity()
         full = full_res_widths(full_res)
@@ -811,6 +816,8 @@ class AdaptedEncoder(nn.Module):
     def forward(self, x):
         xb = x if self.upsample == 1 else F.interpolate(x, scale_factor=self.upsample, mode="bilinear",
                                                          align_corners=False)
+        if self.lowpass:
+            xb = F.interpolate(F.avg_pool2d(x, 2), size=x.shape[-2:], mode="bilinear", align_corners=False)
         feats = [self.drop(a(f)) for a, f in zip(self.adapters, self.backbone(xb))]
         if self.full is None:
             return feats
@@ -898,7 +905,7 @@ def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
 
 
 def backbone_unet(classifier_config, adapters=None, decoder=None, full_res=0, upsample=1, stages=None,
-                  feature_dropout=0.0):
+                  feature_dropout=0.0, lowpass=False):
     """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters and the same decoder
     as `unet`. Without `full_res` the decoder ends at stride 2 and is interpolated to full size; with it, a
     full-resolution skip feeds one more decoder level (the default `decoder` (128, 96, 64, 32) then gets a
@@ -906,7 +913,7 @@ def backbone_unet(classifier_config, adapters=None, decoder=None, full_res=0, up
     classifier's stages on a 2x upscaled input instead (strides 1..16, no full-resolution block needed; see
     `AdaptedEncoder`). stages=n keeps only the classifier's first n stages (4: down to stride 16, like the plain
     U-Net); the default adapters (32, 64, 96, 128, 192) and decoder are cut to match. feature_dropout: Dropout2d on
-    the adapted classifier features (see `AdaptedEncoder`). Load the classifier's weights with `load_backbone`."""
+    the adapted classifier features; lowpass: the classifier sees a softened input (both: see `AdaptedEncoder`). Load the classifier's weights with `load_backbone`."""
     cls_cfg = {k: v for k, v in classifier_config.items()}
     n = stages or len(cls_cfg["widths"])
     if not 2 <= n <= len(cls_cfg["widths"]):
@@ -916,7 +923,7 @@ def backbone_unet(classifier_config, adapters=None, decoder=None, full_res=0, up
         adapters = (32, 64, 96, 128, 192)[:n]
     if len(adapters) != n:
         raise ValueError(f"adapters need one width per classifier stage ({n}), got {len(adapters)}")
-    encoder = AdaptedEncoder(backbone, adapters, full_res, upsample, feature_dropout)
+    encoder = AdaptedEncoder(backbone, adapters, full_res, upsample, feature_dropout, lowpass)
     if decoder is None:
         decoder = (128, 96, 64, 32)[5 - n:] + ((16,) if full_res else ())
     if len(decoder) != len(encoder.out_channels) - 1:
@@ -929,6 +936,8 @@ def backbone_unet(classifier_config, adapters=None, decoder=None, full_res=0, up
         cfg["stages"] = n
     if feature_dropout:
         cfg["feature_dropout"] = feature_dropout
+    if lowpass:
+        cfg["lowpass"] = True
     return SegmentationModel(encoder, decoder, cfg)
 
 
@@ -947,8 +956,8 @@ def load_backbone(seg_model, classifier):
 def cost_kind(config, frozen=False):
     """The key of a segmentation model's measured per-epoch cost in experiments/cpu_costs.json (`sweep.py cost`):
     'unet', or 'bb_frozen' / 'bb_tuned' plus '_full' (one full-resolution level), '_hr<w1>_<w2>...' (a branch of
-    several levels), '_up2' (2x upscaled encoder input), '_s<n>' (the classifier's first n stages only). config: a
-    model's `config`, or backbone_unet keywords."""
+    several levels), '_up2' (2x upscaled encoder input), '_s<n>' (the classifier's first n stages only); lowpass adds
+    two cheap interpolations and no key. config: a model's `config`, or backbone_unet keywords."""
     if config.get("arch") == "unet":
         return "unet"
     fr = full_res_widths(config.get("full_res"))
@@ -967,7 +976,8 @@ def build_model(config):
         return unet(**config)
     if arch == "backbone_unet":
         return backbone_unet(config["classifier"], config["adapters"], config["decoder"], config.get("full_res", 0),
-                             config.get("upsample", 1), config.get("stages"), config.get("feature_dropout", 0.0))
+                             config.get("upsample", 1), config.get("stages"), config.get("feature_dropout", 0.0),
+                             config.get("lowpass", False))
     raise CheckpointError(f"unknown architecture {arch!r}")
 
 

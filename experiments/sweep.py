@@ -191,6 +191,15 @@ GROUPS = {
         "bb10_B_stack_fromA": {"train": dict(B30, epochs=45, encoder_lr_mult=1.0), "aug": HFLIP,
                                "model": dict(full_res=16)},
     },
+    # eleventh round, on this CPU: the classifier learned on 64 px images upscaled to 128, i.e. on soft images, while
+    # the moon frames are sharp at 128; here it sees the frame averaged over 2x2 pixels and upscaled back
+    # (backbone_unet(lowpass=True)) while the full-resolution block sees the frame itself: A, then B from it (--init)
+    "bb11": {
+        "bb11_A_lowpass": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP,
+                           "model": dict(full_res=16, lowpass=True)},
+        "bb11_B_lowpass_fromA": {"train": dict(B30, epochs=45, encoder_lr_mult=1.0), "aug": HFLIP,
+                                 "model": dict(full_res=16, lowpass=True)},
+    },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
         "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},

@@ -146,6 +146,28 @@ def test_backbone_unet_on_upscaled_input():
     assert again.encoder.upsample == 2
 
 
+def test_lowpass_softens_only_what_the_classifier_sees():
+    """lowpass=True: the classifier's stages see the frame averaged over 2x2 pixels (a 2-px checkerboard becomes
+    its flat mean), the full-resolution block sees the frame itself; the option survives build_model."""
+    cls = common.Classifier(10)
+    plain = common.load_backbone(common.backbone_unet(cls.config, full_res=8), cls).eval()
+    soft = common.backbone_unet(cls.config, full_res=8, lowpass=True).eval()
+    soft.load_state_dict(plain.state_dict())          # no weights of its own
+    assert "lowpass" not in plain.config and soft.config["lowpass"] is True
+    yy, xx = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
+    checker = ((yy + xx) % 2).float().expand(1, 3, 128, 128) * 2 - 1     # mean 0 over every 2x2 block
+    flat = torch.zeros(1, 3, 128, 128)
+    with torch.no_grad():
+        fs, fp, ff = soft.encoder(checker), plain.encoder(checker), plain.encoder(flat)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fs[1:], ff[1:]))    # classifier: the flat mean
+        assert not torch.allclose(fp[1], ff[1], atol=1e-3)        # without lowpass the pattern gets through
+        assert torch.equal(fs[0], fp[0])                          # the full-resolution block: the frame itself
+    assert common.build_model(soft.config).encoder.lowpass
+    assert common.cost_kind(soft.config) == common.cost_kind(plain.config)
+    with pytest.raises(ValueError, match="lowpass and upsample"):
+        common.backbone_unet(cls.config, lowpass=True, upsample=2)
+
+
 def test_backbone_unet_on_the_first_stages_only():
     """stages=4: the classifier's stages down to stride 16 (the plain U-Net's depth), their weights loaded from
     the full classifier; the fifth stage is not part of the model at all."""
