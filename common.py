@@ -814,10 +814,12 @@ class AdaptedEncoder(nn.Module):
         self.strides = ([1] if full else []) + [s // upsample for s in backbone.strides]
 
     def forward(self, x):
-        xb = x if self.upsample == 1 else F.interpolate(x, scale_factor=self.upsample, mode="bilinear",
-                                                         align_corners=False)
         if self.lowpass:
             xb = F.interpolate(F.avg_pool2d(x, 2), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        elif self.upsample != 1:
+            xb = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        else:
+            xb = x
         feats = [self.drop(a(f)) for a, f in zip(self.adapters, self.backbone(xb))]
         if self.full is None:
             return feats
@@ -913,7 +915,8 @@ def backbone_unet(classifier_config, adapters=None, decoder=None, full_res=0, up
     classifier's stages on a 2x upscaled input instead (strides 1..16, no full-resolution block needed; see
     `AdaptedEncoder`). stages=n keeps only the classifier's first n stages (4: down to stride 16, like the plain
     U-Net); the default adapters (32, 64, 96, 128, 192) and decoder are cut to match. feature_dropout: Dropout2d on
-    the adapted classifier features; lowpass: the classifier sees a softened input (both: see `AdaptedEncoder`). Load the classifier's weights with `load_backbone`."""
+    the adapted classifier features; lowpass: the classifier sees a softened input (both: see `AdaptedEncoder`).
+    Load the classifier's weights with `load_backbone`."""
     cls_cfg = {k: v for k, v in classifier_config.items()}
     n = stages or len(cls_cfg["widths"])
     if not 2 <= n <= len(cls_cfg["widths"]):
@@ -1487,7 +1490,7 @@ PROFILES = {
             "bb_b_enc_mult": 1.0},
     # all 200 classes and longer schedules on a CUDA GPU
     "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_b_epochs": 90, "bb_b_lr": 2e-3,
+            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_b_epochs": 60, "bb_b_lr": 2e-3,
             "bb_b_enc_mult": 1.0},
 }
 
