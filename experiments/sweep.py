@@ -200,6 +200,12 @@ GROUPS = {
         "bb11_B_lowpass_fromA": {"train": dict(B30, epochs=45, encoder_lr_mult=1.0), "aug": HFLIP,
                                  "model": dict(full_res=16, lowpass=True)},
     },
+    # twelfth round, on this CPU: round 10 showed the crop's aspect-ratio jitter regularising B; the base U-Net's
+    # "none" rows of round 2 (GPU, WebP frames) had it too, while notebook 02 trains without it, a step never
+    # measured on its own: notebook 02's recipe with the jitter
+    "seg4": {
+        "seg4_unet_e40_aspect": {"train": dict(SEG, epochs=40), "aug": ASPECT_ONLY},
+    },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
         "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},
