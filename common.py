@@ -1486,7 +1486,7 @@ PROFILES = {
     # classifier: 20 epochs with progressive resizing (64 -> 128 px until 85 % of them); what that costs against
     # epochs at 128 px is in the README's recipe-search table (experiments/sweep.py)
     "cpu": {"classes": 100, "cls_epochs": 20, "cls_batch": 128, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 40, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_b_epochs": 45, "bb_b_lr": 2e-3,
+            "seg_epochs": 40, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_b_epochs": 30, "bb_b_lr": 2e-3,
             "bb_b_enc_mult": 1.0},
     # all 200 classes and longer schedules on a CUDA GPU
     "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3, "cls_min_size": 64, "cls_full_at": 0.85,

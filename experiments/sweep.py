@@ -190,6 +190,8 @@ GROUPS = {
         "bb10_A_hflip": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP, "model": dict(full_res=16)},
         "bb10_B_stack_fromA": {"train": dict(B30, epochs=45, encoder_lr_mult=1.0), "aug": HFLIP,
                                "model": dict(full_res=16)},
+        # what the stack's longer schedule buys: the same B from the same A with the notebooks' earlier 30 epochs
+        "bb10_B_stack_e30_fromA": {"train": dict(B30, encoder_lr_mult=1.0), "aug": HFLIP, "model": dict(full_res=16)},
     },
     # eleventh round, on this CPU: the classifier learned on 64 px images upscaled to 128, i.e. on soft images, while
     # the moon frames are sharp at 128; here it sees the frame averaged over 2x2 pixels and upscaled back
