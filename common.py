@@ -1311,7 +1311,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         n_batches = min(n_batches, cfg.max_steps_per_epoch)
     opt, sched = _make_optimizer(model, cfg, cfg.epochs * n_batches)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    history, start_epoch, best, state = [], 0, -float("inf"), {}
+    history, start_epoch, best = [], 0, -float("inf")
     run_key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
                                      "n_train": len(train), "n_val": len(val)}))
 

@@ -46,7 +46,8 @@ FLIPS = dict(scale=(1.0, 1.0), rotate=0)     # on top of SEG_AUG: flips and colo
 ASPECT_ONLY = dict(scale=(1.0, 1.0), rotate=0, vflip=False, hflip=False, brightness=0.0, contrast=0.0,
                    saturation=0.0)
 NONE = dict(vars(common.AugmentConfig.none()))     # exactly `AugmentConfig.none()`
-HFLIP = dict(ASPECT_ONLY, hflip=True)     # the notebooks' variant B since round 6
+HFLIP = dict(ASPECT_ONLY, hflip=True)     # the notebooks' variant B since round 6 (and A since round 10)
+STACK = dict(B30, encoder_lr_mult=1.0)      # the notebooks' variant B since round 10 (from an A trained with HFLIP)
 
 GROUPS = {
     "cls": {
@@ -171,7 +172,7 @@ GROUPS = {
         "bb7_B_seed1": {"train": dict(B30, seed=1), "aug": HFLIP, "model": dict(full_res=16)},
     },
     # eighth round, on this CPU: only the classifier's first four stages (strides 2..16, the plain U-Net's depth;
-    # the fifth stage alone holds 2.3M of the classifier's weights): A, then B from it (--init)
+    # without the fifth stage, which holds most of the classifier's weights): A, then B from it (--init)
     "bb8": {
         "bb8_A_s4": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": NONE, "model": dict(full_res=16, stages=4)},
         "bb8_B_s4_fromA": {"train": B30, "aug": HFLIP, "model": dict(full_res=16, stages=4)},
@@ -188,10 +189,9 @@ GROUPS = {
     "bb10": {
         "bb10_B_hflip_exact": {"train": B30, "aug": dict(NONE, hflip=True), "model": dict(full_res=16)},
         "bb10_A_hflip": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP, "model": dict(full_res=16)},
-        "bb10_B_stack_fromA": {"train": dict(B30, epochs=45, encoder_lr_mult=1.0), "aug": HFLIP,
-                               "model": dict(full_res=16)},
+        "bb10_B_stack_fromA": {"train": dict(STACK, epochs=45), "aug": HFLIP, "model": dict(full_res=16)},
         # what the stack's longer schedule buys: the same B from the same A with the notebooks' earlier 30 epochs
-        "bb10_B_stack_e30_fromA": {"train": dict(B30, encoder_lr_mult=1.0), "aug": HFLIP, "model": dict(full_res=16)},
+        "bb10_B_stack_e30_fromA": {"train": STACK, "aug": HFLIP, "model": dict(full_res=16)},
     },
     # eleventh round, on this CPU: the classifier learned on 64 px images upscaled to 128, i.e. on soft images, while
     # the moon frames are sharp at 128; here it sees the frame averaged over 2x2 pixels and upscaled back
@@ -199,8 +199,7 @@ GROUPS = {
     "bb11": {
         "bb11_A_lowpass": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP,
                            "model": dict(full_res=16, lowpass=True)},
-        "bb11_B_lowpass_fromA": {"train": dict(B30, epochs=45, encoder_lr_mult=1.0), "aug": HFLIP,
-                                 "model": dict(full_res=16, lowpass=True)},
+        "bb11_B_lowpass_fromA": {"train": dict(STACK, epochs=45), "aug": HFLIP, "model": dict(full_res=16, lowpass=True)},
     },
     # twelfth round, on this CPU: round 10 showed the crop's aspect-ratio jitter regularising B; the base U-Net's
     # "none" rows of round 2 (GPU, WebP frames) had it too, while notebook 02 trains without it, a step never
