@@ -25,6 +25,7 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -721,30 +722,40 @@ class ClassifierEncoder(StagedEncoder):
 
     stem: 128x128 inputs are 64x64 images upscaled, so the stem goes to 64x64 at once with a stride-2 conv
     (no information is lost, and every later stage costs 4x less than at 128x128).
+    block: "basic" stages are ResNet-like (a stride-2 `BasicBlock`, then `blocks[i] - 1` more); "plain" stages are
+    built like the plain U-Net's levels (`unet_level`: a 2x2 max-pool and a double Conv-BN-ReLU, then
+    `blocks[i] - 1` more double convs), at the same strides.
     """
 
-    def __init__(self, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1)):
+    def __init__(self, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1), block="basic"):
         super().__init__()
-        self.widths, self.blocks = tuple(widths), tuple(blocks)
+        if block not in ("basic", "plain"):
+            raise ValueError(f"block must be 'basic' or 'plain', not {block!r}")
+        self.widths, self.blocks, self.block = tuple(widths), tuple(blocks), block
         stages = [nn.Sequential(conv_bn(3, widths[0], 3, 2),
                                 *[BasicBlock(widths[0], widths[0]) for _ in range(blocks[0] - 1)])]
         for i in range(1, len(widths)):
-            stages.append(nn.Sequential(BasicBlock(widths[i - 1], widths[i], 2),
-                                        *[BasicBlock(widths[i], widths[i]) for _ in range(blocks[i] - 1)]))
+            if block == "basic":
+                first, more = BasicBlock(widths[i - 1], widths[i], 2), BasicBlock
+            else:
+                first, more = unet_level(widths[i - 1], widths[i], pool=True), partial(unet_level, pool=False)
+            stages.append(nn.Sequential(first, *[more(widths[i], widths[i]) for _ in range(blocks[i] - 1)]))
         self.stages = nn.ModuleList(stages)
         self.out_channels = list(widths)
         self.strides = [2 ** (i + 1) for i in range(len(widths))]
 
 
-
 class Classifier(FlipTTA, nn.Module):
     """Own ResNet-like CNN for 128x128x3: encoder stages, then global average pooling, dropout, linear."""
 
-    def __init__(self, num_classes, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1), dropout=0.1):
+    def __init__(self, num_classes, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1), dropout=0.1,
+                 block="basic"):
         super().__init__()
         self.config = {"arch": "classifier", "num_classes": num_classes, "widths": list(widths),
                        "blocks": list(blocks), "dropout": dropout}
-        self.encoder = ClassifierEncoder(widths, blocks)
+        if block != "basic":        # only when set, so the configs of committed classifiers stay valid
+            self.config["block"] = block
+        self.encoder = ClassifierEncoder(widths, blocks, block)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(widths[-1], num_classes))
         self.tta = False     # in eval mode, average over the horizontal flip (stored in the checkpoint's meta)
@@ -921,7 +932,7 @@ def backbone_unet(classifier_config, adapters=None, decoder=None, full_res=0, up
     n = stages or len(cls_cfg["widths"])
     if not 2 <= n <= len(cls_cfg["widths"]):
         raise ValueError(f"stages must be 2..{len(cls_cfg['widths'])} (the classifier's stages), not {stages}")
-    backbone = ClassifierEncoder(cls_cfg["widths"][:n], cls_cfg["blocks"][:n])
+    backbone = ClassifierEncoder(cls_cfg["widths"][:n], cls_cfg["blocks"][:n], cls_cfg.get("block", "basic"))
     if adapters is None:
         adapters = (32, 64, 96, 128, 192)[:n]
     if len(adapters) != n:
@@ -1479,19 +1490,16 @@ def preprocess(pil_image, meta):
 PROFILES = {
     # synthetic data made by `common`, a few minutes on a laptop CPU
     "demo": {"classes": 10, "cls_epochs": 5, "cls_batch": 64, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.6,
-             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_b_epochs": 4, "bb_b_lr": 2e-3,
-             "bb_b_enc_mult": 1.0,
+             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_b_epochs": 4,
              "synthetic": {"n_classes": 10, "n_train": 60, "n_val": 10, "n_moon": 60, "moon_size": (360, 240)}},
     # the real data on 2 CPU cores, all three notebooks in about 90 minutes
     # classifier: 20 epochs with progressive resizing (64 -> 128 px until 85 % of them); what that costs against
     # epochs at 128 px is in the README's recipe-search table (experiments/sweep.py)
     "cpu": {"classes": 100, "cls_epochs": 20, "cls_batch": 128, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 40, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_b_epochs": 30, "bb_b_lr": 2e-3,
-            "bb_b_enc_mult": 1.0},
+            "seg_epochs": 40, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 20, "bb_b_epochs": 30},
     # all 200 classes and longer schedules on a CUDA GPU
     "gpu": {"classes": 200, "cls_epochs": 40, "cls_batch": 256, "cls_lr": 4e-3, "cls_min_size": 64, "cls_full_at": 0.85,
-            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_b_epochs": 60, "bb_b_lr": 2e-3,
-            "bb_b_enc_mult": 1.0},
+            "seg_epochs": 80, "seg_batch": 32, "seg_lr": 3e-3, "bb_epochs": 60, "bb_b_epochs": 60},
 }
 
 

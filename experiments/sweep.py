@@ -47,7 +47,8 @@ ASPECT_ONLY = dict(scale=(1.0, 1.0), rotate=0, vflip=False, hflip=False, brightn
                    saturation=0.0)
 NONE = dict(vars(common.AugmentConfig.none()))     # exactly `AugmentConfig.none()`
 HFLIP = dict(ASPECT_ONLY, hflip=True)     # the notebooks' variant B since round 6 (and A since round 10)
-STACK = dict(B30, encoder_lr_mult=1.0)      # the notebooks' variant B since round 10 (from an A trained with HFLIP)
+STACK = dict(B30, encoder_lr_mult=1.0)      # the notebooks' variant B in rounds 10-14 (from an A trained with HFLIP);
+                                            # since round 15 at the base U-Net's lr (bb15_B_hr32_3lv_lr3)
 
 GROUPS = {
     "cls": {
@@ -206,6 +207,37 @@ GROUPS = {
     # measured on its own: notebook 02's recipe with the jitter
     "seg4": {
         "seg4_unet_e40_aspect": {"train": dict(SEG, epochs=40), "aug": ASPECT_ONLY},
+    },
+    # thirteenth round, on this CPU: is the classifier's architecture what holds B back? Both backbone U-Nets from
+    # random weights with one recipe (40 epochs at lr 3e-3 like the base U-Net, B's augmentation): the classifier's
+    # ResNet-like stages against stages built like the plain U-Net's levels (max-pool + double conv, same widths
+    # and strides, `Classifier(block="plain")`); a clear gain would make a classifier of that shape worth training
+    "bb13": {
+        "bb13_scratch_basic": {"train": dict(BB, epochs=40), "aug": HFLIP, "model": dict(full_res=16),
+                               "random_init": True},
+        "bb13_scratch_plain": {"train": dict(BB, epochs=40), "aug": HFLIP, "model": dict(full_res=16),
+                               "classifier": {"block": "plain"}, "random_init": True},
+    },
+    # fourteenth round, on this CPU: round 13 left the high-resolution capacity as the architectures' difference
+    # (the base U-Net's 32-, 64- and 128-wide levels at strides 1, 2 and 4 against a 16-wide full-resolution block and
+    # the classifier's thin first stages); its branch of round 5 (full_res=(32, 64, 128)) with the notebooks' recipe
+    # since round 10: A with B's augmentation, then B from it (--init); and the same network from random weights
+    "bb14": {
+        "bb14_A_hr32_3lv": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP,
+                            "model": dict(full_res=(32, 64, 128))},
+        "bb14_B_hr32_3lv_fromA": {"train": STACK, "aug": HFLIP, "model": dict(full_res=(32, 64, 128))},
+        "bb14_scratch_hr32_3lv": {"train": dict(BB, epochs=40), "aug": HFLIP, "model": dict(full_res=(32, 64, 128)),
+                                  "random_init": True},
+        # the same with as many epochs as A and B together (20 + 30)
+        "bb14_scratch_hr32_3lv_e50": {"train": dict(BB, epochs=50), "aug": HFLIP, "model": dict(full_res=(32, 64, 128)),
+                                      "random_init": True},
+    },
+    # fifteenth round, on this CPU: B of round 14 (from bb14_A_hr32_3lv via --init) with one change each, at the
+    # same cost: the exact pixel flip without the crop's aspect-ratio jitter (the base U-Net, whose upper levels the
+    # branch copies, does better without it), and the base U-Net's learning rate
+    "bb15": {
+        "bb15_B_hr32_3lv_exact": {"train": STACK, "aug": dict(NONE, hflip=True), "model": dict(full_res=(32, 64, 128))},
+        "bb15_B_hr32_3lv_lr3": {"train": dict(STACK, lr=3e-3), "aug": HFLIP, "model": dict(full_res=(32, 64, 128))},
     },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
@@ -369,9 +401,12 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
         cls_model, _ = common.load_checkpoint(classifier, expect_task="classification")
         kw = spec.get("model", {})
         start = common.load_checkpoint(init, expect_task="segmentation")[0].state_dict() if init else None
+        if spec.get("classifier") and not spec.get("random_init"):
+            raise ValueError(f"{name}: another classifier architecture has no trained weights here (random_init)")
+        cls_config = {**cls_model.config, **spec.get("classifier", {})}
 
         def make():
-            m = common.backbone_unet(cls_model.config, **kw)
+            m = common.backbone_unet(cls_config, **kw)
             if not spec.get("random_init"):     # a control run: the same network without the classifier's weights
                 common.load_backbone(m, cls_model)
             if start is not None:       # start from a trained backbone U-Net (variant A), not a fresh decoder

@@ -17,6 +17,28 @@ def test_classifier_encoder_describes_its_stages():
     assert m(torch.randn(2, 3, 128, 128)).shape == (2, 10)
 
 
+def test_plain_classifier_stages_are_unet_levels_at_the_same_strides():
+    """block="plain": every stage after the stem is a max-pool and double conv (the plain U-Net's `unet_level`), at
+    the ResNet-like stages' widths and strides; the option is saved in the config, and a backbone U-Net built from
+    that config takes the classifier's weights."""
+    m = common.Classifier(10, block="plain").eval()
+    feats = m.encoder(torch.randn(2, 3, 128, 128))
+    assert [f.shape[1] for f in feats] == m.encoder.out_channels == [32, 64, 128, 256, 384]
+    assert [128 // f.shape[-1] for f in feats] == m.encoder.strides == [2, 4, 8, 16, 32]
+    for stage in list(m.encoder.stages)[1:]:
+        assert isinstance(stage[0][0], torch.nn.MaxPool2d)
+        assert not any(isinstance(x, common.BasicBlock) for x in stage.modules())
+    assert m.config["block"] == "plain" and "block" not in common.Classifier(10).config
+    assert common.count_params(common.build_model(m.config)) == common.count_params(m)
+    seg = common.load_backbone(common.backbone_unet(m.config), m)
+    for a, b in zip(seg.encoder.backbone.state_dict().values(), m.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(common.CheckpointError):         # ResNet-like stages do not take plain stages' weights
+        common.load_backbone(common.backbone_unet(common.Classifier(10).config), m)
+    with pytest.raises(ValueError, match="block"):
+        common.Classifier(10, block="dense")
+
+
 def test_unet_shape_and_levels():
     m = common.unet().eval()
     assert m(torch.randn(2, 3, 128, 128)).shape == (2, 1, 128, 128)
