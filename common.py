@@ -746,7 +746,8 @@ class ClassifierEncoder(StagedEncoder):
 
 
 class Classifier(FlipTTA, nn.Module):
-    """Own ResNet-like CNN for 128x128x3: encoder stages, then global average pooling, dropout, linear."""
+    """Own ResNet-like CNN for 128x128x3: encoder stages, then global average pooling, dropout, linear.
+    block="plain" builds the stages like the plain U-Net's levels instead (see `ClassifierEncoder`)."""
 
     def __init__(self, num_classes, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1), dropout=0.1,
                  block="basic"):
