@@ -238,6 +238,9 @@ GROUPS = {
     "bb15": {
         "bb15_B_hr32_3lv_exact": {"train": STACK, "aug": dict(NONE, hflip=True), "model": dict(full_res=(32, 64, 128))},
         "bb15_B_hr32_3lv_lr3": {"train": dict(STACK, lr=3e-3), "aug": HFLIP, "model": dict(full_res=(32, 64, 128))},
+        # no change, another seed: how far the notebooks' B moves by chance alone (like bb7_B_seed1 for round 6's B)
+        "bb15_B_hr32_3lv_lr3_seed1": {"train": dict(STACK, lr=3e-3, seed=1), "aug": HFLIP,
+                                      "model": dict(full_res=(32, 64, 128))},
     },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
