@@ -731,7 +731,7 @@ class ClassifierEncoder(StagedEncoder):
         super().__init__()
         if block not in ("basic", "plain"):
             raise ValueError(f"block must be 'basic' or 'plain', not {block!r}")
-        self.widths, self.blocks, self.block = tuple(widths), tuple(blocks), block
+        self.widths, self.blocks = tuple(widths), tuple(blocks)
         stages = [nn.Sequential(conv_bn(3, widths[0], 3, 2),
                                 *[BasicBlock(widths[0], widths[0]) for _ in range(blocks[0] - 1)])]
         for i in range(1, len(widths)):

@@ -47,8 +47,9 @@ ASPECT_ONLY = dict(scale=(1.0, 1.0), rotate=0, vflip=False, hflip=False, brightn
                    saturation=0.0)
 NONE = dict(vars(common.AugmentConfig.none()))     # exactly `AugmentConfig.none()`
 HFLIP = dict(ASPECT_ONLY, hflip=True)     # the notebooks' variant B since round 6 (and A since round 10)
-STACK = dict(B30, encoder_lr_mult=1.0)      # the notebooks' variant B in rounds 10-14 (from an A trained with HFLIP);
-                                            # since round 15 at the base U-Net's lr (bb15_B_hr32_3lv_lr3)
+STACK = dict(B30, encoder_lr_mult=1.0)      # the notebooks' variant B in rounds 10-14 (from an A trained with HFLIP)
+B15 = dict(STACK, lr=SEG["lr"])     # ... and since round 15: at the base U-Net's learning rate (bb15_B_hr32_3lv_lr3)
+HR3 = dict(full_res=(32, 64, 128))      # the base U-Net's upper levels as a branch: notebooks' network since round 14
 
 GROUPS = {
     "cls": {
@@ -200,7 +201,8 @@ GROUPS = {
     "bb11": {
         "bb11_A_lowpass": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP,
                            "model": dict(full_res=16, lowpass=True)},
-        "bb11_B_lowpass_fromA": {"train": dict(STACK, epochs=45), "aug": HFLIP, "model": dict(full_res=16, lowpass=True)},
+        "bb11_B_lowpass_fromA": {"train": dict(STACK, epochs=45), "aug": HFLIP,
+                                 "model": dict(full_res=16, lowpass=True)},
     },
     # twelfth round, on this CPU: round 10 showed the crop's aspect-ratio jitter regularising B; the base U-Net's
     # "none" rows of round 2 (GPU, WebP frames) had it too, while notebook 02 trains without it, a step never
@@ -223,24 +225,20 @@ GROUPS = {
     # the classifier's thin first stages); its branch of round 5 (full_res=(32, 64, 128)) with the notebooks' recipe
     # since round 10: A with B's augmentation, then B from it (--init); and the same network from random weights
     "bb14": {
-        "bb14_A_hr32_3lv": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP,
-                            "model": dict(full_res=(32, 64, 128))},
-        "bb14_B_hr32_3lv_fromA": {"train": STACK, "aug": HFLIP, "model": dict(full_res=(32, 64, 128))},
-        "bb14_scratch_hr32_3lv": {"train": dict(BB, epochs=40), "aug": HFLIP, "model": dict(full_res=(32, 64, 128)),
-                                  "random_init": True},
+        "bb14_A_hr32_3lv": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP, "model": HR3},
+        "bb14_B_hr32_3lv_fromA": {"train": STACK, "aug": HFLIP, "model": HR3},
+        "bb14_scratch_hr32_3lv": {"train": dict(BB, epochs=40), "aug": HFLIP, "model": HR3, "random_init": True},
         # the same with as many epochs as A and B together (20 + 30)
-        "bb14_scratch_hr32_3lv_e50": {"train": dict(BB, epochs=50), "aug": HFLIP, "model": dict(full_res=(32, 64, 128)),
-                                      "random_init": True},
+        "bb14_scratch_hr32_3lv_e50": {"train": dict(BB, epochs=50), "aug": HFLIP, "model": HR3, "random_init": True},
     },
     # fifteenth round, on this CPU: B of round 14 (from bb14_A_hr32_3lv via --init) with one change each, at the
     # same cost: the exact pixel flip without the crop's aspect-ratio jitter (the base U-Net, whose upper levels the
     # branch copies, does better without it), and the base U-Net's learning rate
     "bb15": {
-        "bb15_B_hr32_3lv_exact": {"train": STACK, "aug": dict(NONE, hflip=True), "model": dict(full_res=(32, 64, 128))},
-        "bb15_B_hr32_3lv_lr3": {"train": dict(STACK, lr=3e-3), "aug": HFLIP, "model": dict(full_res=(32, 64, 128))},
+        "bb15_B_hr32_3lv_exact": {"train": STACK, "aug": dict(NONE, hflip=True), "model": HR3},
+        "bb15_B_hr32_3lv_lr3": {"train": B15, "aug": HFLIP, "model": HR3},
         # no change, another seed: how far the notebooks' B moves by chance alone (like bb7_B_seed1 for round 6's B)
-        "bb15_B_hr32_3lv_lr3_seed1": {"train": dict(STACK, lr=3e-3, seed=1), "aug": HFLIP,
-                                      "model": dict(full_res=(32, 64, 128))},
+        "bb15_B_hr32_3lv_lr3_seed1": {"train": dict(B15, seed=1), "aug": HFLIP, "model": HR3},
     },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
@@ -387,6 +385,12 @@ def load(data, group):
     return full.subset(range(n)), full.subset(range(n, len(full)))
 
 
+def backbone_model(classifier_config, spec):
+    """A 'bb' recipe's backbone U-Net (fresh weights): spec["model"] are backbone_unet keywords, spec["classifier"]
+    overrides settings of the classifier's configuration (a control from random weights only)."""
+    return common.backbone_unet({**classifier_config, **spec.get("classifier", {})}, **spec.get("model", {}))
+
+
 # --- one run ------------------------------------------------------------------------------------------
 def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
     spec = GROUPS[group][name]
@@ -402,14 +406,12 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
         make = lambda: common.unet(**spec.get("model", {}))
     else:
         cls_model, _ = common.load_checkpoint(classifier, expect_task="classification")
-        kw = spec.get("model", {})
         start = common.load_checkpoint(init, expect_task="segmentation")[0].state_dict() if init else None
         if spec.get("classifier") and not spec.get("random_init"):
             raise ValueError(f"{name}: another classifier architecture has no trained weights here (random_init)")
-        cls_config = {**cls_model.config, **spec.get("classifier", {})}
 
         def make():
-            m = common.backbone_unet(cls_config, **kw)
+            m = backbone_model(cls_model.config, spec)
             if not spec.get("random_init"):     # a control run: the same network without the classifier's weights
                 common.load_backbone(m, cls_model)
             if start is not None:       # start from a trained backbone U-Net (variant A), not a fresh decoder

@@ -17,7 +17,7 @@ def test_every_recipe_builds_and_saved_runs_match_their_recipe():
             aug = common.AugmentConfig(**{**({} if group == "cls" else sweep.SEG_AUG), **spec.get("aug", {})})
             common.TrainConfig(**spec["train"], augment=aug)
             if group.startswith("bb"):
-                common.backbone_unet({**cls.config, **spec.get("classifier", {})}, **spec.get("model", {}))
+                sweep.backbone_model(cls.config, spec)
             assert sweep.cpu_minutes(group, spec["train"], spec.get("model")) > 0
     for f in (ROOT / "experiments" / "results").glob("*.json"):
         for r in json.loads(f.read_text())["runs"]:
