@@ -968,6 +968,24 @@ def load_backbone(seg_model, classifier):
     return seg_model
 
 
+def load_branch(seg_model, unet_model):
+    """Copy a trained base U-Net's upper levels into a backbone U-Net's high-resolution branch, which is built
+    like them (`unet_level`): the branch starts from what the base U-Net learned instead of random weights."""
+    enc = seg_model.encoder
+    if getattr(enc, "full", None) is None:
+        raise CheckpointError("this backbone U-Net has no high-resolution branch (backbone_unet(full_res=...))")
+    branch, stages = [enc.full, *enc.down], unet_model.encoder.stages
+    if len(branch) > len(stages):
+        raise CheckpointError(f"the branch has {len(branch)} levels, the base U-Net only {len(stages)}")
+    for level, stage in zip(branch, stages):
+        try:
+            level.load_state_dict(stage.state_dict())
+        except RuntimeError as e:
+            raise CheckpointError(f"the base U-Net's levels (widths {unet_model.config['widths']}) do not fit this "
+                                  f"branch (full_res {seg_model.config['full_res']}): {str(e).splitlines()[0]}") from e
+    return seg_model
+
+
 def cost_kind(config, frozen=False):
     """The key of a segmentation model's measured per-epoch cost in experiments/cpu_costs.json (`sweep.py cost`):
     'unet', or 'bb_frozen' / 'bb_tuned' plus '_full' (one full-resolution level), '_hr<w1>_<w2>...' (a branch of
@@ -1032,6 +1050,21 @@ def per_image_iou(counts):
     return torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp(min=1), torch.ones_like(tp))
 
 
+def paired_bootstrap_iou(counts_a, counts_b, n=2000, seed=0, level=0.95):
+    """How much the micro IoU difference b - a depends on which images the validation split happened to hold:
+    both models' per-image counts (N,4) resampled with the same images n times. Returns the difference on the
+    split itself and the central `level` interval of the resampled differences."""
+    if counts_a.shape != counts_b.shape:
+        raise ValueError("the two models must be scored on the same images")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(counts_a), (n, len(counts_a)), generator=g)
+    iou = lambda c: c[..., 0] / (c[..., 0] + c[..., 1] + c[..., 2]).clamp(min=1)      # noqa: E731
+    diffs = iou(counts_b.double()[idx].sum(1)) - iou(counts_a.double()[idx].sum(1))
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(diffs, q).tolist()
+    return {"diff": float(iou(counts_b.double().sum(0)) - iou(counts_a.double().sum(0))), "low": lo, "high": hi}
+
+
 def tolerant_scores(pred, target, radii=(0, 1, 2, 4)):
     """Where the errors are: precision, recall and F1 when a pixel within r pixels (a (2r+1)^2 square) counts
     as a hit. r = 0 gives the usual scores (F1 = micro Dice). An outline off by a pixel or two stops counting
@@ -1080,6 +1113,9 @@ class TrainConfig:
     threshold: float = 0.5             # segmentation metric threshold during training
     freeze_encoder_epochs: int = 0     # backbone U-Net: epochs with the encoder frozen (-1: always)
     encoder_lr_mult: float = 1.0       # backbone U-Net: encoder lr = lr * this
+    encoder_sp: float = 0.0            # backbone U-Net: > 0 pulls the classifier's stages toward the weights they start
+                                       # with (L2-SP, decoupled like AdamW's decay: w -= lr * encoder_sp * (w - w_start))
+                                       # instead of decaying them toward zero
     encoder_bn: str = "train"          # backbone U-Net, encoder trainable: "train" or "frozen" (its BatchNorm
                                        # layers keep the running statistics they start with; weights still learn)
     ema: float = 0.0                   # > 0: validate and save an exponential moving average of the weights
@@ -1224,7 +1260,8 @@ def _param_groups(model, cfg):
     out = []
     for (part, decay), params in sorted(groups.items()):
         mult = cfg.encoder_lr_mult if part == "enc" else 1.0
-        out.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult})
+        wd = cfg.weight_decay if decay and not (part == "enc" and cfg.encoder_sp) else 0.0
+        out.append({"params": params, "weight_decay": wd, "lr_mult": mult, "part": part})
     return out
 
 
@@ -1253,7 +1290,7 @@ def _make_optimizer(model, cfg, steps_total):
 
 
 # fields added after runs were committed: at their defaults they stay out of the run key, so those runs still match
-_LATER_FIELDS = {"encoder_bn": "train", "ema": 0.0}
+_LATER_FIELDS = {"encoder_bn": "train", "ema": 0.0, "encoder_sp": 0.0}
 
 
 def _config_dict(cfg):
@@ -1282,6 +1319,15 @@ class EMA:
                 e.lerp_(v, 1 - d)
             else:
                 e.copy_(v)
+
+
+@torch.no_grad()
+def _pull_toward(groups, anchor, coef):
+    """L2-SP's decoupled step: each parameter of `groups` moves toward its anchor by lr * coef of the distance."""
+    params = [p for g in groups for p in g["params"]]
+    lrs = [g["lr"] for g in groups for _ in g["params"]]
+    for p, a, lr in zip(params, anchor, lrs):
+        p.sub_(p - a, alpha=min(1.0, lr * coef))    # at most onto the anchor
 
 
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None,
@@ -1354,6 +1400,10 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         ema.model.load_state_dict(state["ema"])
         ema.updates = state["ema_updates"]
     validated = ema.model if ema is not None else model     # the weights that are validated and saved
+    enc_groups = [g for g in opt.param_groups if g["part"] == "enc"] if cfg.encoder_sp else []
+    anchor = [p.detach().clone() for g in enc_groups for p in g["params"]]     # L2-SP: the starting weights
+    if anchor and start_epoch:
+        anchor = [a.to(device) for a in state["sp_anchor"]]
 
     if hasattr(model, "encoder_stats_frozen"):      # kept by the model's own train() (like a frozen encoder)
         model.encoder_stats_frozen = cfg.encoder_bn == "frozen"
@@ -1386,6 +1436,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if anchor:
+                _pull_toward(enc_groups, anchor, cfg.encoder_sp)
             sched.step()
             if ema is not None:
                 ema.update(model)
@@ -1411,6 +1463,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                  "scheduler": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best}
         if ema is not None:
             state.update(ema=ema.model.state_dict(), ema_updates=ema.updates)
+        if anchor:
+            state["sp_anchor"] = anchor
         atomic_write(last, lambda p: torch.save(state, p))
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(

@@ -77,7 +77,8 @@ SWEEP_BASE = {"cls": "cls_base10", "seg": "seg_base30", "seg2": "seg_base30", "b
               "bb5": "bb4_B_fromA_e30", "bb6": "bb4_B_fromA_e30", "bb7": "bb6_B_hflip", "bb8": "bb6_B_hflip",
               "seg3": "seg_base30", "bb10": "bb6_B_hflip",
               "bb11": "bb10_B_stack_fromA", "seg4": "seg3_unet_e40_seed1", "bb13": "bb13_scratch_basic",
-              "bb14": "bb10_B_stack_e30_fromA", "bb15": "bb14_B_hr32_3lv_fromA"}
+              "bb14": "bb10_B_stack_e30_fromA", "bb15": "bb14_B_hr32_3lv_fromA", "bb16": "bb15_B_hr32_3lv_lr3",
+              "bb17": "bb15_B_hr32_3lv_lr3"}
 
 
 def _spec_diff(spec, base):

@@ -30,6 +30,7 @@ import common  # noqa: E402
 
 # per-epoch costs on the 2-core CPU behind the "est. minutes" column, measured by `sweep.py cost`
 COSTS = Path(__file__).with_name("cpu_costs.json")
+UNET = common.ROOT / "weights" / "unet.pt"      # notebook 02's base U-Net (round 17 starts a branch from it)
 N_TINY_TRAIN, N_TINY_VAL, N_MOON_TRAIN, N_MOON_VAL = 45000, 5000, 640, 160    # the cpu profile's splits
 CLS_SIZES = (64, 80, 96, 112, 128)
 
@@ -240,6 +241,29 @@ GROUPS = {
         # no change, another seed: how far the notebooks' B moves by chance alone (like bb7_B_seed1 for round 6's B)
         "bb15_B_hr32_3lv_lr3_seed1": {"train": dict(B15, seed=1), "aug": HFLIP, "model": HR3},
     },
+    # sixteenth round, on this CPU: B of round 15 (from bb14_A_hr32_3lv via --init) with the base U-Net's exact
+    # recipe: no augmentation at all (notebook 02 trains without it; round 12 measured the jitter costing it)
+    "bb16": {
+        "bb16_B_hr32_3lv_none": {"train": B15, "aug": NONE, "model": HR3},
+        # B's classifier stages drift far from the classifier's weights (about a third of their norm in the deeper
+        # stages); L2-SP pulls them back toward those weights instead of toward zero: the pull per step is lr * coef
+        # of the distance, so coef 3 and 10 give time constants of a few hundred and about a hundred steps
+        "bb16_B_hr32_3lv_sp3": {"train": dict(B15, encoder_sp=3.0), "aug": HFLIP, "model": HR3},
+        "bb16_B_hr32_3lv_sp10": {"train": dict(B15, encoder_sp=10.0), "aug": HFLIP, "model": HR3},
+    },
+    # seventeenth round, on this CPU: B and the base U-Net err on different pixels (their average beats an average of
+    # two U-Nets or of two Bs); does B gain when its branch, built like the base U-Net's three upper levels, starts
+    # from those trained levels (weights/unet.pt, `common.load_branch`) instead of random weights? A with that branch, then B from it (--init)
+    "bb17": {
+        "bb17_A_hr32_3lv_unetbranch": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": HFLIP, "model": HR3,
+                                       "branch_from_unet": True},
+        "bb17_B_hr32_3lv_unetbranch_fromA": {"train": B15, "aug": HFLIP, "model": HR3},
+        "bb17_B_hr32_3lv_unetbranch_fromA_seed1": {"train": dict(B15, seed=1), "aug": HFLIP, "model": HR3},
+        # the control: the same network with that branch but random classifier stages, one run as long as A and B
+        # together (like bb14_scratch_hr32_3lv_e50): what the classifier's weights add to the U-Net's levels
+        "bb17_scratch_hr32_3lv_unetbranch_e50": {"train": dict(BB, epochs=50), "aug": HFLIP, "model": HR3,
+                                                 "random_init": True, "branch_from_unet": True},
+    },
     "bb2": {
         "bb2_A_full_flips": {"train": dict(BB, freeze_encoder_epochs=-1), "aug": FLIPS, "model": dict(full_res=16)},
         "bb2_B_full_f0_flips": {"train": dict(BB, encoder_lr_mult=0.1), "aug": FLIPS, "model": dict(full_res=16)},
@@ -414,6 +438,8 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
             m = backbone_model(cls_model.config, spec)
             if not spec.get("random_init"):     # a control run: the same network without the classifier's weights
                 common.load_backbone(m, cls_model)
+            if spec.get("branch_from_unet"):
+                common.load_branch(m, common.load_checkpoint(UNET, expect_task="segmentation")[0])
             if start is not None:       # start from a trained backbone U-Net (variant A), not a fresh decoder
                 m.load_state_dict(start)
             return m
@@ -440,6 +466,48 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
     res["best_epoch"] = int(hist[[c for c in hist if c in ("val_top1", "val_iou")][0]].idxmax()) + 1
     common.save_json(res, Path(out) / f"{name}.json")
     print(json.dumps({k: v for k, v in res.items() if k not in ("history", "spec")}), flush=True)
+
+
+# the members of the ensemble analysis, name: (kind, checkpoint): the notebooks' base U-Net and B, and the search's
+# runs of the same recipes with other seeds (seg3_*, bb17_B_*), and round 15's B (its branch from random weights)
+# with two seeds; the search's checkpoints are in runs/ after those rounds
+ENSEMBLE = {"unet": ("unet", "weights/unet.pt"),
+            "seg3_unet_e40_seed1": ("unet", "runs/seg3/seg3_unet_e40_seed1/best.pt"),
+            "backbone_unet_finetuned": ("B", "weights/backbone_unet_finetuned.pt"),
+            "bb17_B_hr32_3lv_unetbranch_fromA": ("B", "runs/bb17/bb17_B_hr32_3lv_unetbranch_fromA/best.pt"),
+            "bb17_B_hr32_3lv_unetbranch_fromA_seed1": ("B", "runs/bb17b/bb17_B_hr32_3lv_unetbranch_fromA_seed1/best.pt"),
+            "bb15_B_hr32_3lv_lr3": ("B15", "runs/bb15/bb15_B_hr32_3lv_lr3/best.pt"),
+            "bb15_B_hr32_3lv_lr3_seed1": ("B15", "runs/bb15b/bb15_B_hr32_3lv_lr3_seed1/best.pt")}
+
+
+def ensembles(into, members=ENSEMBLE):
+    """Do B and the base U-Net err on the same pixels? Every pair of `members` averaged (flip-TTA probabilities,
+    threshold chosen on validation like a single model's): pairs of different kinds that beat pairs of one kind
+    (other seeds) err differently. Writes each member's kind, IoU and weight digest and every pair's IoU under
+    "ensembles" of the results file `into`."""
+    import itertools
+    _, val = load(None, "seg")
+    probs, rows = {}, {}
+    for name, (kind, path) in members.items():
+        model, _ = common.load_checkpoint(common.ROOT / path, expect_task="segmentation")
+        model.tta = True
+        probs[name] = torch.sigmoid(common.predict(model, val.images))
+        rows[name] = {"kind": kind, "path": path, "digest": common.weights_digest(common.ROOT / path)}
+
+    def score(p):
+        logits = torch.logit(p.clamp(1e-6, 1 - 1e-6))
+        thr, _ = common.best_threshold(logits, val.masks)
+        return {"iou": common.seg_metrics(common.confusion_counts(logits, val.masks, thr))["iou"], "threshold": thr}
+
+    for name in members:
+        rows[name].update(score(probs[name]))
+    pairs = [{"a": a, "b": b, **score((probs[a] + probs[b]) / 2)} for a, b in itertools.combinations(members, 2)]
+    into = Path(into)
+    data = json.loads(into.read_text())
+    data["ensembles"] = {"members": rows, "pairs": pairs}
+    common.save_json(data, into)
+    for r in pairs:
+        print(f"{r['a']} + {r['b']}: IoU {r['iou']:.4f} (threshold {r['threshold']})")
 
 
 def summary(out):
@@ -491,7 +559,11 @@ def main():
     k.add_argument("out")
     k.add_argument("--into", required=True)
     k.add_argument("--round", type=int, required=True)
+    e = sub.add_parser("ensembles", help="IoU of every pair of ENSEMBLE's models averaged, into a results file")
+    e.add_argument("--into", required=True)
     a = ap.parse_args()
+    if a.cmd == "ensembles":
+        return ensembles(a.into)
     if a.cmd == "collect":
         return collect(a.out, a.into, a.round)
     if a.cmd == "pack":

@@ -62,3 +62,25 @@ def test_tolerant_scores_tell_outline_errors_from_missed_rocks():
     # r = 0 is the ordinary micro Dice
     dice = common.seg_metrics(common.confusion_counts(shifted.float() * 20 - 10, target.float()))["dice"]
     assert abs(s["F1 ±0 px"] - dice) < 1e-9
+
+
+def test_paired_bootstrap_interval_covers_noise_and_excludes_a_clear_gain():
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    tp = torch.randint(50, 150, (n,), generator=g)
+    base = torch.stack([tp, torch.randint(10, 60, (n,), generator=g), torch.randint(10, 60, (n,), generator=g),
+                        torch.full((n,), 10000)], 1)
+    same = common.paired_bootstrap_iou(base, base.clone())
+    assert same["diff"] == 0 and same["low"] == same["high"] == 0
+    better = base.clone()
+    better[:, 1] = (better[:, 1] // 2)           # half the false positives on every image
+    r = common.paired_bootstrap_iou(base, better)
+    micro = lambda c: float(c[:, 0].sum() / (c[:, 0] + c[:, 1] + c[:, 2]).sum())
+    assert r["diff"] == pytest.approx(micro(better) - micro(base))
+    assert 0 < r["low"] < r["diff"] < r["high"]
+    noisy = base.clone()              # 8 false positives more on half the images, 8 fewer on the other half
+    noisy[:, 1] += 8 * (2 * (torch.randperm(n, generator=g) < n // 2) - 1)
+    r = common.paired_bootstrap_iou(base, noisy)
+    assert r["diff"] == pytest.approx(0, abs=1e-12) and r["low"] < -1e-3 and r["high"] > 1e-3
+    with pytest.raises(ValueError, match="same images"):
+        common.paired_bootstrap_iou(base, base[:10])

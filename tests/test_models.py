@@ -230,3 +230,21 @@ def test_feature_dropout_drops_whole_classifier_channels_only_while_training():
     per_channel = feats[3].flatten(2).abs().amax(-1)    # an adapted classifier stage: whole channels are zero
     assert ((per_channel == 0) & (ref[3].flatten(2).abs().amax(-1) > 0)).float().mean() > 0.3
     assert common.build_model(drop.config).encoder.drop.p == 0.5
+
+
+def test_load_branch_starts_the_branch_from_the_base_unets_upper_levels():
+    cls = common.Classifier(10)
+    base = common.unet(widths=(8, 12, 16, 24, 32), decoder=(24, 16, 12, 8)).eval()
+    seg = common.load_branch(common.load_backbone(common.backbone_unet(cls.config, full_res=(8, 12, 16)), cls),
+                             base).eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        feats, levels = seg.encoder(x), base.encoder(x)
+        assert torch.equal(feats[0], levels[0])                     # stride 1: the U-Net's first level itself
+        for f, lv in zip(feats[1:3], levels[1:3]):                   # strides 2, 4: the adapted stage, then the level
+            assert torch.equal(f[:, -lv.shape[1]:], lv)
+    assert torch.equal(seg.encoder.backbone.stages[0][0][0].weight, cls.encoder.stages[0][0][0].weight)
+    with pytest.raises(common.CheckpointError, match="do not fit"):
+        common.load_branch(common.backbone_unet(cls.config, full_res=(8, 16, 16)), base)
+    with pytest.raises(common.CheckpointError, match="no high-resolution branch"):
+        common.load_branch(common.backbone_unet(cls.config), base)

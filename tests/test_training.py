@@ -206,3 +206,40 @@ def test_committed_run_keys_survive_new_training_options():
         assert json.loads(json.dumps(common._config_dict(cfg))) == key, w.name
     assert "ema" not in common._config_dict(common.TrainConfig())
     assert common._config_dict(common.TrainConfig(ema=0.99))["ema"] == 0.99
+
+
+def test_encoder_sp_pulls_the_classifier_stages_toward_their_start_and_resumes_with_the_same_anchor(moon_root,
+                                                                                                     tmp_path):
+    train, val = moon_data(moon_root)
+    cls = common.Classifier(6, **SMALL_CLS)
+
+    def make():
+        return common.load_backbone(common.backbone_unet(cls.config, adapters=(8, 8, 16, 16, 16),
+                                                         decoder=(16, 16, 8, 8)), cls)
+
+    start = [p.detach().clone() for p in make().encoder_parameters()]
+    drift = lambda m: sum(float((p.detach() - a).norm() ** 2) for p, a in zip(m.encoder_parameters(), start)) ** 0.5
+    runs = {}
+    for sp in (0.0, 1000.0):
+        cfg = common.TrainConfig(epochs=2, batch_size=6, lr=3e-3, max_steps_per_epoch=3, encoder_sp=sp)
+        torch.manual_seed(0)
+        seg = make()
+        runs[sp] = (common.fit(seg, train, val, cfg, tmp_path / f"sp{sp}", progress=False), drift(seg))
+    assert 0 < runs[1000.0][1] < 0.5 * runs[0.0][1]
+    assert "encoder_sp" not in common._config_dict(common.TrainConfig())
+
+    # an interrupted run resumes toward the weights it started from, not those of the model it is resumed into
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(hist):
+        raise Stop()
+
+    cfg = common.TrainConfig(epochs=2, batch_size=6, lr=3e-3, max_steps_per_epoch=3, encoder_sp=1000.0)
+    torch.manual_seed(0)
+    with pytest.raises(Stop):
+        common.fit(make(), train, val, cfg, tmp_path / "resumed", progress=False, callback=stop_after_one)
+    other = common.backbone_unet(cls.config, adapters=(8, 8, 16, 16, 16), decoder=(16, 16, 8, 8))   # random stages
+    resumed = common.fit(other, train, val, cfg, tmp_path / "resumed", progress=False)
+    cols = ["train_loss", "val_loss", "val_iou"]
+    assert np.allclose(runs[1000.0][0][cols].to_numpy(), resumed[cols].to_numpy(), rtol=0, atol=1e-6)
