@@ -1322,12 +1322,13 @@ class EMA:
 
 
 @torch.no_grad()
-def _pull_toward(groups, anchor, coef):
-    """L2-SP's decoupled step: each parameter of `groups` moves toward its anchor by lr * coef of the distance."""
-    params = [p for g in groups for p in g["params"]]
-    lrs = [g["lr"] for g in groups for _ in g["params"]]
-    for p, a, lr in zip(params, anchor, lrs):
-        p.sub_(p - a, alpha=min(1.0, lr * coef))    # at most onto the anchor
+def _pull_toward(groups, anchors, coef):
+    """L2-SP's decoupled step: each parameter of `groups` moves toward its anchor (one list per group) by
+    lr * coef of the distance, at most onto it."""
+    for g, anchor in zip(groups, anchors):
+        alpha = min(1.0, g["lr"] * coef)
+        for p, a in zip(g["params"], anchor):
+            p.sub_(p - a, alpha=alpha)
 
 
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None,
@@ -1401,9 +1402,9 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         ema.updates = state["ema_updates"]
     validated = ema.model if ema is not None else model     # the weights that are validated and saved
     enc_groups = [g for g in opt.param_groups if g["part"] == "enc"] if cfg.encoder_sp else []
-    anchor = [p.detach().clone() for g in enc_groups for p in g["params"]]     # L2-SP: the starting weights
+    anchor = [[p.detach().clone() for p in g["params"]] for g in enc_groups]     # L2-SP: the starting weights
     if anchor and start_epoch:
-        anchor = [a.to(device) for a in state["sp_anchor"]]
+        anchor = [[a.to(device) for a in group] for group in state["sp_anchor"]]
 
     if hasattr(model, "encoder_stats_frozen"):      # kept by the model's own train() (like a frozen encoder)
         model.encoder_stats_frozen = cfg.encoder_bn == "frozen"
@@ -1617,8 +1618,12 @@ def _data_signature(train, val):
 def weights_digest(path):
     """A short SHA-256 of a checkpoint's weights (its state_dict, not its meta: `export_final` rewrites the meta
     of a checkpoint whose weights stay the same); identifies the checkpoint another model starts from."""
+    return state_digest(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+
+
+def state_digest(state):
+    """`weights_digest` of a state_dict in memory (a loaded model's `state_dict()` gives its checkpoint's)."""
     import hashlib
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())
@@ -1691,11 +1696,15 @@ def classification_results(model, data, tta=None):
 def segmentation_results(model, data, threshold=None, tta=None):
     """Validation probabilities and metrics of a segmentation model. threshold=None chooses it on `data`
     (see `best_threshold`); the metrics are then reported at that threshold. tta as in `predict`."""
-    logits = predict(model, data.images, tta=tta)
+    return segmentation_scores(predict(model, data.images, tta=tta), data.masks, threshold)
+
+
+def segmentation_scores(logits, masks, threshold=None):
+    """`segmentation_results` of logits already computed (e.g. of several models averaged)."""
     table = None
     if threshold is None:
-        threshold, table = best_threshold(logits, data.masks)
-    counts = confusion_counts(logits, data.masks, threshold)
+        threshold, table = best_threshold(logits, masks)
+    counts = confusion_counts(logits, masks, threshold)
     return {"probs": torch.sigmoid(logits), "counts": counts, "threshold": threshold, "threshold_table": table,
             "iou_per_image": per_image_iou(counts), "metrics": {"threshold": threshold, **seg_metrics(counts)}}
 

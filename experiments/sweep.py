@@ -245,9 +245,9 @@ GROUPS = {
     # recipe: no augmentation at all (notebook 02 trains without it; round 12 measured the jitter costing it)
     "bb16": {
         "bb16_B_hr32_3lv_none": {"train": B15, "aug": NONE, "model": HR3},
-        # B's classifier stages drift far from the classifier's weights (about a third of their norm in the deeper
-        # stages); L2-SP pulls them back toward those weights instead of toward zero: the pull per step is lr * coef
-        # of the distance, so coef 3 and 10 give time constants of a few hundred and about a hundred steps
+        # B's classifier stages drift far from the classifier's weights (notebook 03's conclusion prints how far);
+        # L2-SP pulls them back toward those weights instead of toward zero: the pull per step is lr * coef of the
+        # distance, a time constant of 1 / (lr * coef) steps
         "bb16_B_hr32_3lv_sp3": {"train": dict(B15, encoder_sp=3.0), "aug": HFLIP, "model": HR3},
         "bb16_B_hr32_3lv_sp10": {"train": dict(B15, encoder_sp=10.0), "aug": HFLIP, "model": HR3},
     },
@@ -492,12 +492,11 @@ def ensembles(into, members=ENSEMBLE):
         model, _ = common.load_checkpoint(common.ROOT / path, expect_task="segmentation")
         model.tta = True
         probs[name] = torch.sigmoid(common.predict(model, val.images))
-        rows[name] = {"kind": kind, "path": path, "digest": common.weights_digest(common.ROOT / path)}
+        rows[name] = {"kind": kind, "path": path, "digest": common.state_digest(model.state_dict())}
 
     def score(p):
-        logits = torch.logit(p.clamp(1e-6, 1 - 1e-6))
-        thr, _ = common.best_threshold(logits, val.masks)
-        return {"iou": common.seg_metrics(common.confusion_counts(logits, val.masks, thr))["iou"], "threshold": thr}
+        r = common.segmentation_scores(torch.logit(p.clamp(1e-6, 1 - 1e-6)), val.masks)
+        return {"iou": r["metrics"]["iou"], "threshold": r["threshold"]}
 
     for name in members:
         rows[name].update(score(probs[name]))
