@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -93,24 +94,176 @@ def default_device():
     return torch.device("cpu")
 
 
-def autocast(device):
-    """bf16 autocast on CPU and on GPUs that have it, fp16 on older CUDA cards, nothing on MPS."""
-    device = torch.device(device)
-    if device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+# ----------------------------------------------------------------------------------------------------
+# 1b. Compute precision: decided once per device, in this one place
+# ----------------------------------------------------------------------------------------------------
+PRECISIONS = ("bf16", "fp16", "fp32")
+PRECISION_ENV = "HW_PRECISION"      # "auto" (default), "bf16", "fp16" (CUDA only) or "fp32"
+BF16_MIN_SPEEDUP = 1.2              # the probe keeps bf16 only where it is at least this much faster than fp32:
+# it measures about 1.5x where bf16 is native and about 0.1x where it is emulated (AVX2 only), so neither a busy
+# machine nor the probe's noise flips the choice (benchmarks/precision_layout.py times the real models)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the training step computes on a device. name: 'bf16' / 'fp16' autocast or plain 'fp32';
+    channels_last: the memory layout of the model and its inputs; reason: why, in words."""
+    device: str
+    name: str
+    channels_last: bool
+    reason: str
+
+    def autocast(self):
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=torch.bfloat16 if self.name == "bf16" else torch.float16)
+
+    def scaler(self):
+        """A gradient scaler, enabled for fp16 only (bf16 has fp32's exponent range and needs none)."""
+        return torch.amp.GradScaler(self.device if self.device == "cuda" else "cpu", enabled=self.name == "fp16")
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def evaluation(self):
+        """The same layout in fp32: predictions and reported metrics are computed in fp32 on every machine."""
+        return Precision(self.device, "fp32", self.channels_last, "evaluation in fp32")
+
+
+def cpu_flags():
+    """The CPU's feature flags that decide speed here (Linux; an empty set elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
+    return set(line.split(":", 1)[-1].split()) & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
+                                                  "bf16", "asimd", "sve"}
+
+
+def cpu_name():
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def native_bf16():
+    """Whether this CPU computes bf16 natively: oneDNN says so (it honours an ONEDNN_MAX_CPU_ISA cap) and, where
+    the flags can be read, they name a bf16 instruction set (AVX-512 BF16, AMX, Arm's BF16)."""
+    flags = cpu_flags()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (
+        not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}))
+
+
+def machine(device=None):
+    """The machine a number was measured on, in words: the GPU's name, or the CPU's model, threads and the
+    features that decide its speed. Written into checkpoints, timings and benchmark results."""
+    device = torch.device(device or default_device())
     if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple GPU (MPS), {platform.machine()}"
+    isa = torch.backends.cpu.get_cpu_capability()
+    capped = ", ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k))
+    return (f"{cpu_name()}, {torch.get_num_threads()} threads, {isa}, "
+            f"{'native bf16' if native_bf16() else 'no native bf16'}" + (f" (capped: {capped})" if capped else ""))
+
+
+def _timed(fn, reps=3):
+    fn()                                    # warm-up: the kernels for these shapes
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _probe_cpu():
+    """Seconds of one 3x3 convolution step (64 -> 64 channels, 8 x 32 x 32, forward and backward, channels_last) in
+    fp32 and under bf16 autocast; about 0.1 s in all. A private generator: no random state moves."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 64, 32, 32, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    w = (torch.randn(64, 64, 3, 3, generator=g) * 0.05).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out = {}
+    for dt in ("fp32", "bf16"):
+        def step():         # enable_grad: the first decision may come from inside a no_grad evaluation
+            with torch.enable_grad():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == "bf16"):
+                    y = F.conv2d(x, w, padding=1)
+                y.float().square().mean().backward()
+        out[dt] = _timed(step)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _decide(device_type, requested):
+    if device_type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if requested == "fp16" or (requested == "auto" and not bf16_ok):
+            return Precision("cuda", "fp16", True, ("asked for" if requested == "fp16" else "this GPU has no bf16:") +
+                             " fp16 autocast with a gradient scaler")
+        if requested == "bf16" and not bf16_ok:
+            raise ValueError(f"{torch.cuda.get_device_name()} has no bf16; use 'fp16', 'fp32' or 'auto'")
+        if requested == "fp32":
+            return Precision("cuda", "fp32", True, "asked for: fp32")
+        return Precision("cuda", "bf16", True, "asked for" if requested == "bf16" else "the GPU supports bf16")
+    if device_type != "cpu":
+        if requested not in ("auto", "fp32"):
+            raise ValueError(f"precision {requested!r} is not supported on {device_type}; use 'fp32' or 'auto'")
+        return Precision(device_type, "fp32", False, f"fp32 on {device_type}")
+    if requested == "fp16":
+        raise ValueError("fp16 autocast is for CUDA GPUs; on a CPU use 'bf16', 'fp32' or 'auto'")
+    # channels_last on every CPU: it trained both models faster in fp32 and in bf16, with and without native bf16
+    # (benchmarks/results/precision_layout_*.json); a one-convolution probe cannot judge it (it favours NCHW)
+    if requested != "auto":
+        return Precision("cpu", requested, True, f"asked for: {requested}")
+    if not native_bf16():
+        return Precision("cpu", "fp32", True, "the CPU has no native bf16 (emulated, it would be many times slower)")
+    t = _probe_cpu()
+    speedup = t["fp32"] / t["bf16"]
+    if speedup >= BF16_MIN_SPEEDUP:
+        return Precision("cpu", "bf16", True, f"the CPU has native bf16; a probe measured it {speedup:.1f}x faster than fp32")
+    return Precision("cpu", "fp32", True, f"the CPU reports native bf16, but a probe measured it only {speedup:.1f}x "
+                                          f"as fast as fp32 (< {BF16_MIN_SPEEDUP}x)")
+
+
+def _evaluation_precision(device):
+    """fp32 in the memory layout that is faster on `device` (predictions and reported metrics)."""
+    return compute_precision(device, "fp32", verbose=False).evaluation()
+
+
+def compute_precision(device=None, precision=None, verbose=True):
+    """The training step's precision on `device`: precision 'bf16' / 'fp16' / 'fp32' forces one, None or 'auto'
+    follows the environment variable HW_PRECISION, else decides: on CUDA bf16 where the GPU has it, else fp16 with
+    a gradient scaler; on a CPU bf16 only where it is native (its flags) and a short timed probe confirms it is at
+    least 1.5x faster than fp32, else fp32; channels_last unless the probe finds it clearly slower. Decided once per
+    process and device (the first call prints the choice and why); a Precision passes through unchanged."""
+    if isinstance(precision, Precision):
+        return precision
+    device = torch.device(device or default_device())
+    requested = precision if precision not in (None, "auto") else os.environ.get(PRECISION_ENV, "auto") or "auto"
+    if requested not in PRECISIONS + ("auto",):
+        raise ValueError(f"precision must be one of {PRECISIONS} or 'auto', not {requested!r} "
+                         f"(from {'the argument' if precision not in (None, 'auto') else PRECISION_ENV})")
+    first = _decide.cache_info().currsize
+    p = _decide(device.type, requested)
+    if verbose and _decide.cache_info().currsize > first:
+        print(f"precision on {device.type}: {p.name}{', channels_last' if p.channels_last else ''} ({p.reason})")
+    return p
 
 
 def environment():
-    """Versions and device, recorded in every checkpoint and shown in the notebooks."""
+    """Versions, device and machine, recorded in every checkpoint and shown in the notebooks."""
     import torchvision
     dev = default_device()
-    name = torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or platform.machine()
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "device": f"{dev.type} ({name})",
+            "torchvision": torchvision.__version__, "device": dev.type, "machine": machine(dev),
             "threads": torch.get_num_threads()}
 
 
@@ -119,7 +272,9 @@ def count_params(model, trainable_only=False):
 
 
 def _progress(iterable, enabled, **kw):
-    if not enabled:
+    """A progress bar (a widget in Jupyter); none in a headless run (HW_STATIC_WIDGETS, see `browse`), whose
+    notebook keeps the printed lines instead."""
+    if not enabled or os.environ.get("HW_STATIC_WIDGETS"):
         return iterable
     from tqdm.auto import tqdm
     return tqdm(iterable, **kw)
@@ -1193,15 +1348,12 @@ def make_task(data, cfg):
     return SegmentationTask(cfg) if isinstance(data, MaskSet) else ClassificationTask(cfg)
 
 
-def _to_device(model, device):
-    model.to(device)
-    if device.type != "mps":
-        model.to(memory_format=torch.channels_last)
-    return model
+def _to_device(model, device, prec):
+    return model.to(device).to(memory_format=prec.memory_format)
 
 
-def _prepare(x, y, task, device, train, aug, gen, mean, std):
-    """uint8 batch on `device` -> normalised float input (channels_last) and float/long target."""
+def _prepare(x, y, task, device, train, aug, gen, mean, std, fmt=torch.channels_last):
+    """uint8 batch on `device` -> normalised float input (in memory format `fmt`) and float/long target."""
     x = x.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
     if isinstance(task, SegmentationTask):
@@ -1211,37 +1363,41 @@ def _prepare(x, y, task, device, train, aug, gen, mean, std):
             x, y = model_input(x), y.float()
     else:
         x = aug(x, gen=gen) if train else model_input(x)
-    x = normalize(x, mean, std).contiguous(memory_format=torch.channels_last)
+    x = normalize(x, mean, std).contiguous(memory_format=fmt)
     return x, y
 
 
 @torch.no_grad()
-def predict(model, images, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=None):
-    """Logits for a uint8 batch (N,3,h,w) in validation geometry (float32 on CPU). tta: None uses the model's
-    own setting (`model.tta`), True/False overrides it for this call."""
+def predict(model, images, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, tta=None,
+            precision=None):
+    """Logits (float32, on the CPU) for a uint8 batch (N,3,h,w) in validation geometry. tta: None uses the model's
+    own setting (`model.tta`), True/False overrides it for this call. Computed in fp32 unless `precision` says
+    otherwise, so reported metrics are the same on every machine."""
     device = device or next(model.parameters()).device
+    prec = compute_precision(device, precision, verbose=False) if precision else _evaluation_precision(device)
     model.eval()
     fn = model if tta is None else lambda x: model.infer(x, tta)      # noqa: E731
     outs = []
     for i in range(0, len(images), batch_size):
         x = normalize(model_input(images[i:i + batch_size].to(device)), mean, std)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            outs.append(fn(x).float().cpu())
+        with prec.autocast():
+            outs.append(fn(x.contiguous(memory_format=prec.memory_format)).float().cpu())
     return torch.cat(outs)
 
 
 @torch.no_grad()
-def evaluate(model, data, task, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Validation loss and the task's metrics on a whole split."""
+def evaluate(model, data, task, batch_size=256, device=None, mean=IMAGENET_MEAN, std=IMAGENET_STD, precision=None):
+    """Validation loss and the task's metrics on a whole split; in fp32 unless `precision` says otherwise (`fit`
+    validates each epoch in its training precision: those numbers only pick the best epoch)."""
     device = device or next(model.parameters()).device
+    prec = compute_precision(device, precision, verbose=False) if precision else _evaluation_precision(device)
     model.eval()
     task.start()
     total, n = 0.0, 0
     for i in range(0, len(data), batch_size):
         idx = torch.arange(i, min(i + batch_size, len(data)))
-        x, y = _prepare(*task.batch(data, idx), task, device, False, None, None, mean, std)
-        with autocast(device):
+        x, y = _prepare(*task.batch(data, idx), task, device, False, None, None, mean, std, prec.memory_format)
+        with prec.autocast():
             out = model(x)
         total += float(task.loss(out, y)) * len(idx)
         n += len(idx)
@@ -1331,8 +1487,78 @@ def _pull_toward(groups, anchors, coef):
             p.sub_(p - a, alpha=alpha)
 
 
+def estimate_fit_time(model, train, val, cfg: TrainConfig, device=None, precision=None, first_epoch=0, steps=2,
+                      mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Seconds that `fit` will take for epochs first_epoch..cfg.epochs on this machine, measured on a copy of
+    `model`: its weights, the caller's optimiser and every random generator stay untouched (exact resume depends
+    on them). Each kind of step the schedule has (the smallest and largest input side of progressive resizing,
+    with the encoder frozen or not) is timed once, 1 warm-up + `steps` steps (the warm-up alone where it says the
+    whole run is under a minute: it is the slowest step); sides in between are interpolated by pixel count; one
+    validation batch is timed and scaled to the split. Returns {"total_s", "epoch_s",
+    "step_s": {"<side> px[, frozen]": seconds}}."""
+    device = torch.device(device) if device else default_device()
+    prec = compute_precision(device, precision, verbose=False)
+    task = make_task(train, cfg)
+    n_batches = len(train) // cfg.batch_size or 1
+    if cfg.max_steps_per_epoch:
+        n_batches = min(n_batches, cfg.max_steps_per_epoch)
+    can_freeze = hasattr(model, "freeze_encoder")
+    frozen_in = lambda e: can_freeze and (cfg.freeze_encoder_epochs < 0 or e < cfg.freeze_encoder_epochs)  # noqa: E731
+    epochs = range(first_epoch, cfg.epochs)
+    kinds = {(epoch_input_size(cfg, e), frozen_in(e)) for e in epochs}
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    step_s = {}
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
+        m = _to_device(copy.deepcopy(model), device, prec)
+        opt, scaler = torch.optim.AdamW([p for p in m.parameters()], lr=1e-6), prec.scaler()
+        gen = torch.Generator().manual_seed(0)
+        for frozen in sorted({f for _, f in kinds}):
+            if can_freeze:
+                m.freeze_encoder() if frozen else m.unfreeze_encoder()
+            m.train()
+            sides = sorted(s for s, f in kinds if f == frozen)
+            for side in {sides[0], sides[-1]}:
+                aug = BatchAugment(cfg.augment, side)
+                t0, timed = time.perf_counter(), 0
+                for i in range(1 + steps):
+                    if i == 1:
+                        sync()
+                        warm_up, t0 = time.perf_counter() - t0, time.perf_counter()
+                        if warm_up * n_batches * len(epochs) < 60:     # short anyway: the warm-up is enough
+                            break
+                    timed += i > 0
+                    idx = torch.randint(0, len(train), (min(cfg.batch_size, len(train)),), generator=gen)
+                    x, y = _prepare(*task.batch(train, idx), task, device, True, aug, gen, mean, std,
+                                    prec.memory_format)
+                    with prec.autocast():
+                        out = m(x)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(task.loss(out, y)).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                sync()
+                step_s[side, frozen] = (time.perf_counter() - t0) / timed if timed else warm_up
+        n_val = min(len(val), 2 * cfg.batch_size)
+        evaluate(m, val.subset(range(n_val)), task, device=device, mean=mean, std=std, precision=prec)   # warm-up
+        t0 = time.perf_counter()
+        evaluate(m, val.subset(range(n_val)), task, device=device, mean=mean, std=std, precision=prec)
+        val_s = (time.perf_counter() - t0) * len(val) / n_val
+    del m, opt
+
+    def per_step(side, frozen):
+        sides = sorted(s for s, f in step_s if f == frozen)
+        lo, hi = sides[0], sides[-1]
+        if lo == hi:
+            return step_s[lo, frozen]
+        w = (side ** 2 - lo ** 2) / (hi ** 2 - lo ** 2)
+        return (1 - w) * step_s[lo, frozen] + w * step_s[hi, frozen]
+    epoch_s = [n_batches * per_step(epoch_input_size(cfg, e), frozen_in(e)) + val_s for e in epochs]
+    return {"total_s": float(sum(epoch_s)), "epoch_s": epoch_s,
+            "step_s": {f"{s} px" + (", frozen" if f else ""): t for (s, f), t in sorted(step_s.items())}}
+
+
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, meta=None, retrain_finished=False):
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, meta=None, retrain_finished=False, precision=None, estimate=False):
     """Train `model` on `train` (ImageSet or MaskSet), validate on `val` after every epoch.
 
     out_dir/last.pt   state after the last finished epoch (model, optimiser, schedule, history): written
@@ -1344,7 +1570,10 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     With cfg.ema > 0 the moving average of the weights (`EMA`) is what is validated, saved as best.pt and left in
     `model` at the end; the raw weights go on training.
     Randomness (shuffling, augmentation) is drawn from generators seeded by (seed, epoch), so a resumed run
-    repeats an uninterrupted one exactly on CPU. Returns the history as a pandas DataFrame.
+    repeats an uninterrupted one exactly on CPU. precision: see `compute_precision` (None decides per device); it is
+    not part of the run key, so a run resumes on a machine that computes otherwise. estimate: before training,
+    print the time the remaining epochs will take here (`estimate_fit_time`), and a string given here too when that
+    is over five minutes; the estimate is stored in best.pt's meta. Returns the history as a pandas DataFrame.
     """
     import pandas as pd
     if cfg.encoder_bn not in ("train", "frozen"):
@@ -1356,8 +1585,9 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task = make_task(train, cfg)
+    prec = compute_precision(device, precision)
     seed_everything(cfg.seed)
-    _to_device(model, device)
+    _to_device(model, device, prec)
     if device.type == "cuda":   # the whole dataset lives on the GPU as uint8 and is augmented there
         train = copy.copy(train)
         train.images = train.images.to(device)
@@ -1369,7 +1599,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     if cfg.max_steps_per_epoch:
         n_batches = min(n_batches, cfg.max_steps_per_epoch)
     opt, sched = _make_optimizer(model, cfg, cfg.epochs * n_batches)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    scaler = prec.scaler()
     history, start_epoch, best = [], 0, -float("inf")
     run_key = json.loads(json.dumps({"train": _config_dict(cfg), "model": model.config,
                                      "n_train": len(train), "n_val": len(val)}))
@@ -1396,6 +1626,14 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                 print(f"resuming from {last}: {start_epoch} of {cfg.epochs} epochs done")
         elif progress:
             print(f"{last} belongs to another configuration; starting afresh")
+    if estimate and start_epoch < cfg.epochs:
+        est = estimate_fit_time(model, train, val, cfg, device, prec, start_epoch, mean=mean, std=std)
+        print(f"estimated training time on this machine ({machine(device)}; {prec.name}): "
+              f"{est['total_s'] / 60:.1f} min for epochs {start_epoch + 1}-{cfg.epochs} (one step: " +
+              ", ".join(f"{k} {v:.2f} s" for k, v in est["step_s"].items()) + ")", flush=True)
+        if isinstance(estimate, str) and est["total_s"] > 300:
+            print(estimate, flush=True)
+        meta = {**(meta or {}), "estimated_train_s": est["total_s"]}
     ema = EMA(model, cfg.ema) if cfg.ema else None
     if ema is not None and start_epoch:
         ema.model.load_state_dict(state["ema"])
@@ -1424,8 +1662,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x, y = _prepare(*task.batch(train, idx.to(train.images.device)), task, device, True, aug, gen,
-                            mean, std)
-            with autocast(device):
+                            mean, std, prec.memory_format)
+            with prec.autocast():
                 out = model(x)
             loss = task.loss(out, y)
             if not torch.isfinite(loss):
@@ -1447,7 +1685,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
             if progress and b % 10 == 0:
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         train_time = time.time() - t0
-        val_metrics = evaluate(validated, val, task, device=device, mean=mean, std=std)
+        val_metrics = evaluate(validated, val, task, device=device, mean=mean, std=std, precision=prec)
         row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                **{f"val_{k}": v for k, v in val_metrics.items()},
                "lr": opt.param_groups[-1]["lr"], "input_size": aug.out_size, "epoch_time_s": train_time,
@@ -1456,8 +1694,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         improved = row[task.monitor] > best
         if improved:
             best = row[task.monitor]
-            m = {"seed": cfg.seed, **(meta or {}), "epoch": epoch + 1, "metrics": {k: v for k, v in row.items()
-                                                                if k.startswith("val_")}}
+            m = {"seed": cfg.seed, **(meta or {}), "precision": prec.name, "epoch": epoch + 1,
+                 "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
             save_checkpoint(out_dir / "best.pt", validated, task=task.name, mean=mean, std=std, **m)
         atomic_write(out_dir / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
         state = {"run_key": run_key, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -1545,9 +1783,10 @@ def preprocess(pil_image, meta):
 # ----------------------------------------------------------------------------------------------------
 PROFILES = {
     # synthetic data made by `common`, a few minutes on a laptop CPU
-    "demo": {"classes": 10, "cls_epochs": 5, "cls_batch": 64, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.6,
-             "seg_epochs": 8, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 8, "bb_b_epochs": 4,
-             "synthetic": {"n_classes": 10, "n_train": 60, "n_val": 10, "n_moon": 60, "moon_size": (360, 240)}},
+    # (all three notebooks in under 3 minutes on 2 cores without native bf16: it shows the pipeline works)
+    "demo": {"classes": 10, "cls_epochs": 3, "cls_batch": 64, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.6,
+             "seg_epochs": 4, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 3, "bb_b_epochs": 2,
+             "synthetic": {"n_classes": 10, "n_train": 40, "n_val": 10, "n_moon": 40, "moon_size": (360, 240)}},
     # the real data on 2 CPU cores, all three notebooks in about 90 minutes
     # classifier: 20 epochs with progressive resizing (64 -> 128 px until 85 % of them); what that costs against
     # epochs at 128 px is in the README's recipe-search table (experiments/sweep.py)
@@ -1631,13 +1870,20 @@ def state_digest(state):
     return h.hexdigest()[:16]
 
 
+TRAIN_INSTEAD = ("Instead of waiting: train='auto' reuses the weights in weights/ when they were trained with this "
+                 "configuration and data (the committed ones are, for the cpu profile); the 'gpu' profile trains on a "
+                 "CUDA GPU (Colab); fewer epochs (epochs=) or classes (num_classes=, notebook 01) train faster. "
+                 "Interrupting is safe: the next run resumes from the last finished epoch.")
+
+
 def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto", meta=None, callback=None,
-                   progress=True, device=None, depends_on=()):
+                   progress=True, device=None, depends_on=(), precision=None):
     """The notebooks' training step. weights/<name>.pt is reused when it was trained with this exact
     configuration on this data (mode 'auto' or False), and from the same weights in `depends_on` (checkpoints
     that make_model loads weights from, e.g. the classifier); otherwise the model is trained (mode 'auto' or True),
     resuming an interrupted run from runs/<name>/last.pt, and its best epoch is exported to weights/<name>.pt
-    with weights/<name>_history.csv beside it. Returns (model, history DataFrame, meta)."""
+    with weights/<name>_history.csv beside it. Before training it prints how long that will take on this machine
+    and what to do instead. precision: see `compute_precision`. Returns (model, history DataFrame, meta)."""
     import pandas as pd
     out_dir = Path(out_dir)
     wpath, hpath = out_dir / "weights" / f"{name}.pt", out_dir / "weights" / f"{name}_history.csv"
@@ -1649,7 +1895,8 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     if mode in ("auto", False) and wpath.exists() and hpath.exists():
         loaded, m = load_checkpoint(wpath)
         if m.get("run_key") == key:
-            print(f"reusing {wpath} (trained {m.get('created')}, {m.get('device')}); set train=True to retrain")
+            print(f"reusing {wpath} (trained {m.get('created')} on {m.get('machine', m.get('device'))}, "
+                  f"{m.get('precision', 'precision not recorded')}); set train=True to retrain")
             return loaded, pd.read_csv(hpath), m
         print(f"{wpath} was trained with another configuration or data: training anew")
     if mode is False:
@@ -1658,7 +1905,8 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     t0 = time.time()
     # train=True retrains a finished run in run_dir; 'auto' exports it; an interrupted run is continued either way
     history = fit(model, train, val, cfg, run_dir, device=device, progress=progress, callback=callback,
-                  meta={**(meta or {}), "seed": cfg.seed}, retrain_finished=mode is True)
+                  meta={**(meta or {}), "seed": cfg.seed}, retrain_finished=mode is True, precision=precision,
+                  estimate=TRAIN_INSTEAD)
     best, m = load_checkpoint(run_dir / "best.pt")
     m = {**m, "run_key": key, "train_time_s": float(history["epoch_time_s"].sum()),
          "wall_time_s": time.time() - t0, "epochs": cfg.epochs}
@@ -1695,18 +1943,28 @@ def classification_results(model, data, tta=None):
 
 def segmentation_results(model, data, threshold=None, tta=None):
     """Validation probabilities and metrics of a segmentation model. threshold=None chooses it on `data`
-    (see `best_threshold`); the metrics are then reported at that threshold. tta as in `predict`."""
+    (see `best_threshold`); the metrics are then reported at that threshold. tta as in `predict`. The metrics of
+    every threshold of the grid are in "threshold_table" either way."""
     return segmentation_scores(predict(model, data.images, tta=tta), data.masks, threshold)
 
 
 def segmentation_scores(logits, masks, threshold=None):
     """`segmentation_results` of logits already computed (e.g. of several models averaged)."""
-    table = None
-    if threshold is None:
-        threshold, table = best_threshold(logits, masks)
+    best, table = best_threshold(logits, masks)
+    threshold = best if threshold is None else threshold
     counts = confusion_counts(logits, masks, threshold)
     return {"probs": torch.sigmoid(logits), "counts": counts, "threshold": threshold, "threshold_table": table,
             "iou_per_image": per_image_iou(counts), "metrics": {"threshold": threshold, **seg_metrics(counts)}}
+
+
+def stored_threshold(meta):
+    """The thresholds that a checkpoint's final metrics were reported at, {"tta": t, "no_tta": t}, for weights that
+    `export_final` wrote (reused weights keep them: choosing again on another machine could move them); None for
+    a model just trained, whose threshold is still to be chosen on validation."""
+    m = meta.get("metrics") or {}
+    if "threshold" not in m:
+        return None
+    return {"tta": m["threshold"], "no_tta": m.get("threshold_no_tta", m["threshold"])}
 
 
 def export_final(name, model, meta, metrics, out_dir=ROOT):
@@ -1810,17 +2068,20 @@ def show_segmentation(images, masks, probs, threshold=0.5, titles=None, path=Non
 
 
 class LivePlot:
-    """A callback for `fit` that redraws the curves after every epoch in a notebook (one output area)."""
+    """A callback for `fit` that redraws the curves after every epoch in a notebook, in place: the lines printed
+    before (precision, time estimate) and the epochs' log stay visible."""
 
     def __init__(self, metrics, title=""):
-        self.metrics, self.title = metrics, title
+        self.metrics, self.title, self.handle = metrics, title, None
 
     def __call__(self, history):
         import matplotlib.pyplot as plt
-        from IPython.display import clear_output, display
-        clear_output(wait=True)
+        from IPython.display import display
         fig = plot_history(history, self.metrics, self.title)
-        display(fig)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
         plt.close(fig)
 
 

@@ -46,12 +46,17 @@ def results_table():
     t = w / "timings.json"
     if t.exists():
         tm = json.loads(t.read_text())
-        dates = tm.get("dates", {})
-        parts = ", ".join(f"{k.split('.')[0]} {v:.1f} min" + (f" ({dates[k]})" if k in dates else "")
-                          for k, v in tm["minutes"].items())
-        lines.append(f"\nWall time of each notebook in the `{tm['profile']}` run that trained its committed weights, "
-                     f"on {tm['device']}: {parts}; **{tm['total_minutes']:.1f} min** in all (training, evaluation, "
-                     f"figures and report; budget 90 min).")
+        dates, machines, precisions = tm.get("dates", {}), tm.get("machines", {}), tm.get("precisions", {})
+        by_machine = {}
+        for k, v in tm["minutes"].items():
+            by_machine.setdefault((machines.get(k, "machine not recorded"), precisions.get(k, "precision not recorded")),
+                                  []).append((k, v))
+        for (machine, precision), nbs in by_machine.items():
+            parts = ", ".join(f"{k.split('.')[0]} {v:.1f} min" + (f" ({dates[k]})" if k in dates else "")
+                              for k, v in nbs)
+            lines.append(f"\nWall time of the `{tm['profile']}` run that trained the committed weights, per notebook, on "
+                         f"{machine} ({precision}): {parts}; **{sum(v for _, v in nbs):.1f} min** (training, "
+                         f"evaluation, figures and report).")
     return "\n".join(lines)
 
 

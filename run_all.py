@@ -7,6 +7,8 @@
 Profiles cpu/gpu write into the repository (weights/, figures/, the executed notebooks themselves: this is the
 report run); the demo profile writes everything under runs/demo/ and never touches the committed results.
 The report is HTML always (report/ or runs/demo/report/), and PDF when a LaTeX engine (xelatex) is installed.
+report/timings.json records this run's minutes per notebook with the machine and precision; weights/timings.json
+those of the runs that trained the committed weights (per notebook: minutes, date, machine, precision).
 """
 import argparse
 import json
@@ -81,6 +83,9 @@ def main(argv=None):
                     help="auto: reuse matching weights, else train (resuming); yes: train; no: reuse only")
     ap.add_argument("--out", default=None, help="output folder (default: the repository; runs/demo for demo)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (e.g. 02 03)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                    help="training precision (auto: bf16 where the CPU or GPU computes it faster, else fp32; fp16 on "
+                         "CUDA only); also HW_PRECISION in the environment")
     ap.add_argument("--cell-timeout", type=float, default=None,
                     help="seconds one cell may run before the run fails (default: 600 for demo, none otherwise)")
     args = ap.parse_args(argv)
@@ -94,7 +99,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     in_place = out.resolve() == ROOT
     params = {"profile": profile, "data_dir": args.data, "output_dir": str(out.resolve()),
-              "train": {"auto": "auto", "yes": True, "no": False}[args.train]}
+              "train": {"auto": "auto", "yes": True, "no": False}[args.train], "precision": args.precision}
+    # the kernels make the same decision (same inputs; the probe only vetoes bf16); it is recorded in the timings
+    precision, machine = common.compute_precision(precision=args.precision).name, common.machine()
     cell_timeout = args.cell_timeout or (600 if profile == "demo" else None)
     # the kernels inherit it: `common.browse` then builds no ipywidgets, which can hang nbclient (nbclient#312)
     os.environ["HW_STATIC_WIDGETS"] = "1"
@@ -125,8 +132,9 @@ def main(argv=None):
         executed.append(target)
         print(f"   done in {times[name] / 60:.1f} min", flush=True)
     report = export_report(executed, out / "report")
-    timings = {"profile": profile, "device": common.environment()["device"],
-               "minutes": {k: v / 60 for k, v in times.items()}, "total_minutes": sum(times.values()) / 60}
+    timings = {"profile": profile, "device": common.environment()["device"], "machine": machine,
+               "precision": precision, "minutes": {k: v / 60 for k, v in times.items()},
+               "total_minutes": sum(times.values()) / 60}
     common.save_json(timings, out / "report" / "timings.json")
     if trained:     # beside the weights: the minutes of the runs that trained them (merged per notebook)
         path = out / "weights" / "timings.json"
@@ -136,8 +144,9 @@ def main(argv=None):
         minutes = merged("minutes", lambda k: times[k] / 60)
         # when each notebook's minutes were measured: sessions may land on machines of different speed
         dates = merged("dates", lambda k: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-        common.save_json({**timings, "minutes": minutes, "dates": dates, "total_minutes": sum(minutes.values())},
-                         path)
+        machines, precisions = merged("machines", lambda k: machine), merged("precisions", lambda k: precision)
+        common.save_json({"profile": profile, "minutes": minutes, "dates": dates, "machines": machines,
+                          "precisions": precisions, "total_minutes": sum(minutes.values())}, path)
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")
     return 0
 
