@@ -1487,13 +1487,13 @@ def _pull_toward(groups, anchors, coef):
             p.sub_(p - a, alpha=alpha)
 
 
-def estimate_fit_time(model, train, val, cfg: TrainConfig, device=None, precision=None, first_epoch=0, steps=2,
+def estimate_fit_time(model, train, val, cfg: TrainConfig, device=None, precision=None, first_epoch=0, steps=3,
                       mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Seconds that `fit` will take for epochs first_epoch..cfg.epochs on this machine, measured on a copy of
     `model`: its weights, the caller's optimiser and every random generator stay untouched (exact resume depends
     on them). Each kind of step the schedule has (the smallest and largest input side of progressive resizing,
-    with the encoder frozen or not) is timed once, 1 warm-up + `steps` steps (the warm-up alone where it says the
-    whole run is under a minute: it is the slowest step); sides in between are interpolated by pixel count; one
+    with the encoder frozen or not) is timed once, 1 warm-up + `steps` steps, their median (the warm-up alone where
+    it says the whole run is under a minute: it is the slowest step); sides in between are interpolated by pixel count; one
     validation batch is timed and scaled to the split. Returns {"total_s", "epoch_s",
     "step_s": {"<side> px[, frozen]": seconds}}."""
     device = torch.device(device) if device else default_device()
@@ -1519,14 +1519,11 @@ def estimate_fit_time(model, train, val, cfg: TrainConfig, device=None, precisio
             sides = sorted(s for s, f in kinds if f == frozen)
             for side in {sides[0], sides[-1]}:
                 aug = BatchAugment(cfg.augment, side)
-                t0, timed = time.perf_counter(), 0
+                times = []
                 for i in range(1 + steps):
-                    if i == 1:
-                        sync()
-                        warm_up, t0 = time.perf_counter() - t0, time.perf_counter()
-                        if warm_up * n_batches * len(epochs) < 60:     # short anyway: the warm-up is enough
-                            break
-                    timed += i > 0
+                    t0 = time.perf_counter()
+                    if i == 1 and times[0] * n_batches * len(epochs) < 60:     # short anyway: the warm-up is enough
+                        break
                     idx = torch.randint(0, len(train), (min(cfg.batch_size, len(train)),), generator=gen)
                     x, y = _prepare(*task.batch(train, idx), task, device, True, aug, gen, mean, std,
                                     prec.memory_format)
@@ -1536,8 +1533,9 @@ def estimate_fit_time(model, train, val, cfg: TrainConfig, device=None, precisio
                     scaler.scale(task.loss(out, y)).backward()
                     scaler.step(opt)
                     scaler.update()
-                sync()
-                step_s[side, frozen] = (time.perf_counter() - t0) / timed if timed else warm_up
+                    sync()
+                    times.append(time.perf_counter() - t0)
+                step_s[side, frozen] = float(np.median(times[1:] or times))
         n_val = min(len(val), 2 * cfg.batch_size)
         evaluate(m, val.subset(range(n_val)), task, device=device, mean=mean, std=std, precision=prec)   # warm-up
         t0 = time.perf_counter()
@@ -1682,7 +1680,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                 ema.update(model)
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
-            if progress and b % 10 == 0:
+            if progress and b % 10 == 0 and hasattr(bar, "set_postfix"):     # no bar in a headless run
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         train_time = time.time() - t0
         val_metrics = evaluate(validated, val, task, device=device, mean=mean, std=std, precision=prec)
@@ -1895,8 +1893,8 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     if mode in ("auto", False) and wpath.exists() and hpath.exists():
         loaded, m = load_checkpoint(wpath)
         if m.get("run_key") == key:
-            print(f"reusing {wpath} (trained {m.get('created')} on {m.get('machine', m.get('device'))}, "
-                  f"{m.get('precision', 'precision not recorded')}); set train=True to retrain")
+            print(f"reusing {wpath} (trained {m.get('created')}; machine: {m.get('machine', 'not recorded')}; "
+                  f"precision: {m.get('precision', 'not recorded')}); set train=True to retrain")
             return loaded, pd.read_csv(hpath), m
         print(f"{wpath} was trained with another configuration or data: training anew")
     if mode is False:

@@ -1,6 +1,7 @@
 """Render the README's tables from files written by code, so no number in the README is typed by hand:
 results from weights/*_metrics.json and weights/timings.json (written by the notebooks and run_all.py),
-performance from benchmarks/results/*.json (written by benchmarks/train_speed.py), the recipe search from
+performance from benchmarks/results/*.json (written by benchmarks/train_speed.py), training times per kind of
+machine from benchmarks/estimates/*.json (benchmarks/profile_time.py), the recipe search from
 experiments/results/*.json (written by experiments/sweep.py).
 
     python readme_tables.py           # print the blocks
@@ -61,18 +62,39 @@ def results_table():
 
 
 def perf_table():
-    lines = ["| machine | model | batch | usual img/s | ours img/s | speedup | usual step alone (fp32, no data) img/s "
-             "| GFLOP/img (train) | ours GFLOP/s | % of bf16 matmul peak | inference img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """One row per model and kind of machine measured (benchmarks/train_speed.py --json)."""
+    lines = ["| machine | precision | model | batch | usual img/s | ours img/s | speedup | usual step alone (fp32, no "
+             "data) img/s | GFLOP/img (train) | ours GFLOP/s | % of the precision's matmul peak | inference img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
         r = json.loads(f.read_text())
-        machine = f"{r['device']}, {r['threads']} threads (`{f.name}`)"
+        machine = f"{r.get('machine', r['device'] + ', ' + str(r['threads']) + ' threads')} (`{f.name}`" + \
+            (f", {r['date'][:10]}, {r['data']} data, median of {r['repeats']})" if "date" in r else ")")
+        precision = r.get("precision", "bf16 (before per-machine precision)")
+        peak = r.get("matmul_peak_gflops", r.get("bf16_matmul_peak_gflops"))
         for row in r["rows"]:
-            lines.append(f"| {machine} | {row['model']} | {row['batch']} | {row['usual_img_s']:.1f} | "
+            lines.append(f"| {machine} | {precision} | {row['model']} | {row['batch']} | {row['usual_img_s']:.1f} | "
                          f"{row['ours_img_s']:.1f} | **{row['speedup']:.2f}×** | "
                          f"{row['usual_model_only_fp32_img_s']:.1f} | {row['train_gflop_per_img']:.2f} | "
-                         f"{row['ours_gflops']:.0f} | {row['pct_of_peak']:.0f} % of "
-                         f"{r['bf16_matmul_peak_gflops']:.0f} | {row['inference_img_s']:.0f} |")
+                         f"{row['ours_gflops']:.0f} | {row['pct_of_peak']:.0f} % of {peak:.0f} | "
+                         f"{row['inference_img_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def times_table():
+    """The `cpu` profile's training time per kind of machine, estimated before training from timed steps
+    (benchmarks/profile_time.py, the estimate the notebooks print)."""
+    files = sorted((ROOT / "benchmarks" / "estimates").glob("*.json"))
+    if not files:
+        return "_No estimate yet: `python benchmarks/profile_time.py --json benchmarks/estimates/<kind>.json`._"
+    names = {"classifier": "01 classifier", "unet": "02 U-Net", "backbone_unet_frozen": "03 A",
+             "backbone_unet_finetuned": "03 B"}
+    lines = ["| machine | precision | " + " | ".join(names.values()) + " | training in all |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for f in files:
+        r = json.loads(f.read_text())
+        lines.append(f"| {r['machine']} (`{f.name}`, {r['date'][:10]}) | {r['precision']} | " +
+                     " | ".join(f"{r['minutes'][n]:.0f} min" for n in names) + f" | **{r['total_minutes']:.0f} min** |")
     return "\n".join(lines)
 
 
@@ -126,7 +148,7 @@ def sweep_table():
     return "\n".join(lines) if lines else "_No recipe search saved yet._"
 
 
-BLOCKS = {"results": results_table, "perf": perf_table, "sweep": sweep_table}
+BLOCKS = {"results": results_table, "times": times_table, "perf": perf_table, "sweep": sweep_table}
 
 
 def block(name):

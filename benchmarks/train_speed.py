@@ -1,19 +1,27 @@
 """Training speed: the usual student pipeline against the project's, on the same machine, in one run.
 
     python benchmarks/train_speed.py                 # CPU (or CUDA when present)
-    python benchmarks/train_speed.py --steps 30 --json out.json
+    python benchmarks/train_speed.py --json benchmarks/results/<machine kind>.json
+
+Run it on each kind of machine (one with native bf16, one without: on a machine with native bf16,
+ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 caps it to AVX2, which the results then say).
 
 (a) usual:  Dataset over file paths opening each image with PIL, per-sample torchvision transforms
             (Resize, RandomResizedCrop, RandomHorizontalFlip, ColorJitter, ToTensor, Normalize; image and mask
             together through transforms.v2 for the U-Net), DataLoader(num_workers=2, pin_memory=True,
             shuffle=True), float32, NCHW.
 (b) ours:   images decoded once into uint8 tensors (on the GPU when there is one), augmentation on whole
-            batches (`common.BatchAugment`), autocast (bf16 on CPU), channels_last: exactly `common.fit`'s step.
-Same model, same batch size, same optimiser. Prints images/s of both, their ratio, the achieved GFLOP/s of the
-training step (FLOPs per image counted by torch.utils.flop_counter) against the bf16 matmul peak measured in
-this run, and inference images/s. The last line is `speedup: <ratio>x` for the classifier.
+            batches (`common.BatchAugment`), the precision and memory layout that `common.compute_precision`
+            chooses for this machine (bf16 autocast only where it is native and faster), as `common.fit` does.
+Same model, same batch size, same optimiser. Each pipeline is timed --repeats times (median). Prints images/s of
+both, their ratio, the achieved GFLOP/s of the training step (FLOPs per image counted by torch.utils.flop_counter)
+against the matmul peak of the chosen precision measured in this run, and inference images/s (fp32, as the
+notebooks evaluate). The JSON records the machine (CPU model and the flags that matter), the precision, torch,
+steps, classes, data source and commit. The last line is `speedup: <ratio>x` for the classifier.
 """
 import argparse
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,10 +117,10 @@ def time_usual(model, loader, loss_fn, steps, device):
 
 
 # ---------------------------------------------------------------- (b) the project's step
-def time_ours(model, data, task, steps, batch, device, aug):
-    common._to_device(model, device)
+def time_ours(model, data, task, steps, batch, device, aug, prec):
+    common._to_device(model, device, prec)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt, scaler = torch.optim.AdamW(model.parameters(), lr=1e-3), prec.scaler()
     images = data.images.to(device)
     targets = (data.masks if isinstance(data, common.MaskSet) else data.labels).to(device)
     gen = torch.Generator().manual_seed(0)
@@ -123,13 +131,14 @@ def time_ours(model, data, task, steps, batch, device, aug):
             t0, n = time.perf_counter(), 0
         idx = torch.randint(0, len(images), (batch,), generator=gen).to(device)
         x, y = common._prepare(images[idx], targets[idx], task, device, True, aug, gen,
-                               common.IMAGENET_MEAN, common.IMAGENET_STD)
-        with common.autocast(device):
+                               common.IMAGENET_MEAN, common.IMAGENET_STD, prec.memory_format)
+        with prec.autocast():
             out = model(x)
         loss = task.loss(out, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         n += batch
     sync(device)
     return n / (time.perf_counter() - t0)
@@ -153,8 +162,8 @@ def time_model_only_fp32(model, batch, steps, device, num_classes=None):
     return steps * batch / (time.perf_counter() - t0)
 
 
-def time_inference(model, images, batch, device, reps=3):
-    common._to_device(model, device)
+def time_inference(model, images, batch, device, prec, reps=3):
+    common._to_device(model, device, prec.evaluation())
     common.predict(model, images[:batch], batch, device)      # warm-up
     sync(device)
     t0 = time.perf_counter()
@@ -162,6 +171,18 @@ def time_inference(model, images, batch, device, reps=3):
         common.predict(model, images[:batch * 2], batch, device)
     sync(device)
     return reps * min(len(images), batch * 2) / (time.perf_counter() - t0)
+
+
+def commit():
+    """The commit measured, with '+dirty' when the work tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def sync(device):
@@ -180,8 +201,8 @@ def train_flops_per_image(model):
     return fc.get_total_flops() / 2
 
 
-def matmul_peak(device, n=4096, reps=10):
-    dtype = torch.bfloat16
+def matmul_peak(device, precision, n=4096, reps=10):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
@@ -201,15 +222,18 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--data", default=None, help="folder with the archives (default: data/, ../shared/data)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--repeats", type=int, default=3, help="times each pipeline is timed (the median is kept)")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of our classifier step")
     args = ap.parse_args(argv)
     device = common.default_device()
     if device.type == "cpu":
         torch.set_num_threads(2 if torch.get_num_threads() >= 2 else torch.get_num_threads())
 
+    prec = common.compute_precision(device)
     tiny_root, moon_root = common.find_dataset("tiny", args.data), common.find_dataset("moon", args.data)
     tmp = Path(tempfile.mkdtemp())
-    if tiny_root is None or moon_root is None:
+    real = tiny_root is not None and moon_root is not None
+    if not real:
         print("real data not found: using synthetic stand-ins")
         tiny_root = common.make_synthetic_tiny_imagenet(tmp / "tiny", args.classes, 100, 1)
         moon_root = common.make_synthetic_moon(tmp / "moon", 64, (360, 240))
@@ -218,10 +242,16 @@ def main(argv=None):
     cls_loader, seg_loader = usual_loaders(tiny_root, moon_root, args.classes, args.batch)
 
     cfg = common.TrainConfig()
-    results = {"device": common.environment()["device"], "torch": torch.__version__,
-               "threads": torch.get_num_threads()}
-    results["bf16_matmul_peak_gflops"] = peak = matmul_peak(device)
-    print(f"device: {results['device']}; bf16 matmul peak (4096², measured now): {peak:.0f} GFLOP/s")
+    results = {"device": device.type, "machine": common.machine(device), "cpu": common.cpu_name(),
+               "cpu_flags": sorted(common.cpu_flags()), "isa": torch.backends.cpu.get_cpu_capability(),
+               "native_bf16": common.native_bf16(), "precision": prec.name, "precision_reason": prec.reason,
+               "channels_last": prec.channels_last, "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "steps": args.steps, "repeats": args.repeats, "classes": args.classes,
+               "data": "real" if real else "synthetic", "commit": commit(),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results["matmul_peak_gflops"] = peak = matmul_peak(device, prec.name)
+    print(f"machine: {results['machine']}; precision {prec.name} ({prec.reason}); {prec.name} matmul peak "
+          f"(4096², measured now): {peak:.0f} GFLOP/s")
     rows = []
     for name, make, data, loader, task, batch, aug, loss_fn in [
         ("classifier", lambda: common.Classifier(args.classes), tiny, cls_loader, common.ClassificationTask(cfg),
@@ -230,14 +260,19 @@ def main(argv=None):
          common.BatchAugment(common.AugmentConfig(scale=(0.6, 1), vflip=True, rotate=10)),
          lambda o, y: F.binary_cross_entropy_with_logits(o, y) + common.dice_loss(o, y))]:
         flops = train_flops_per_image(make())
-        torch.manual_seed(0)
-        usual = time_usual(make(), loader, loss_fn, args.steps, device)
-        torch.manual_seed(0)
-        ours = time_ours(make(), data, task, args.steps * (8 if device.type == "cuda" else 1), batch, device, aug)
+        usual_runs, ours_runs = [], []
+        for _ in range(args.repeats):        # interleaved, so a slow spell of the machine hits both
+            torch.manual_seed(0)
+            usual_runs.append(time_usual(make(), loader, loss_fn, args.steps, device))
+            torch.manual_seed(0)
+            ours_runs.append(time_ours(make(), data, task, args.steps * (8 if device.type == "cuda" else 1), batch,
+                                       device, aug, prec))
+        usual, ours = statistics.median(usual_runs), statistics.median(ours_runs)
         torch.manual_seed(0)
         fp32_only = time_model_only_fp32(make(), batch, max(3, args.steps // 2), device)
-        infer = time_inference(make(), data.images, 256 if name == "classifier" else 64, device)
+        infer = time_inference(make(), data.images, 256 if name == "classifier" else 64, device, prec)
         row = {"model": name, "batch": batch, "usual_img_s": usual, "ours_img_s": ours, "speedup": ours / usual,
+               "usual_runs_img_s": usual_runs, "ours_runs_img_s": ours_runs,
                "usual_model_only_fp32_img_s": fp32_only,
                "train_gflop_per_img": flops / 1e9, "ours_gflops": ours * flops / 1e9,
                "pct_of_peak": 100 * ours * flops / 1e9 / peak, "inference_img_s": infer}
@@ -251,7 +286,7 @@ def main(argv=None):
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
             time_ours(common.Classifier(args.classes), tiny, common.ClassificationTask(cfg), 2, args.batch, device,
-                      common.BatchAugment(common.AugmentConfig()))
+                      common.BatchAugment(common.AugmentConfig()), prec)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     if args.json:
         common.save_json(results, args.json)

@@ -330,7 +330,8 @@ def measure_costs(out=COSTS, steps=8):
         return (time.time() - t) * n / len(data)
 
     env = common.environment()
-    res = {"device": env["device"], "torch": env["torch"], "threads": env["threads"], "steps": steps,
+    res = {"device": env["device"], "machine": env["machine"], "precision": common.compute_precision().name,
+           "torch": env["torch"], "threads": env["threads"], "steps": steps,
            "cls_train_img_s": {}, "seg_epoch_s": {}}
     for side in CLS_SIZES:
         cfg = common.TrainConfig(**dict(CLS, epochs=1), min_size=side if side < common.INPUT_SIZE else 0,
@@ -449,6 +450,7 @@ def run_one(name, group, data, out, classifier=None, smoke=False, init=None):
     best, _ = common.load_checkpoint(Path(out) / name / "best.pt")
     best.to(common.default_device())
     res = {"name": name, "group": group, "params": common.count_params(model), "wall_s": time.time() - t0,
+           "machine": common.machine(), "precision": common.compute_precision(verbose=False).name,
            "spec": json.loads(json.dumps(spec, default=list)),
            "history": hist.to_dict(orient="list")}
     if group == "cls":

@@ -88,3 +88,24 @@ def test_auto_profile_without_data_runs_demo(tmp_path, monkeypatch, capsys):
     assert "running the 'demo' profile" in capsys.readouterr().out
     with pytest.raises(common.DataError, match="needs the real data"):
         common.load_datasets("moon", "cpu")
+
+
+def test_bf16_and_fp32_evaluation_agree_on_demo_weights(demo_run):
+    """The committed metrics are re-evaluated in fp32 on every machine, from weights trained in bf16 or fp32:
+    the two precisions must give close probabilities on the demo models (few images: bf16 is emulated, slow,
+    on a CPU without native bf16)."""
+    out = demo_run[0]
+    syn = out / "data" / "synthetic"
+    images = {"classifier": common.read_tiny_imagenet(syn / "tiny-imagenet-200", progress=False).images[:8],
+              "unet": common.read_moon(syn / "MOON_SEGMENTATION_BINARY", progress=False).images[:4]}
+    for name, x in images.items():
+        model, _ = common.load_checkpoint(out / "weights" / f"{name}.pt")
+        fp32, bf16 = (common.predict(model, x, precision=p) for p in ("fp32", "bf16"))
+        if name == "classifier":
+            p32, p16 = fp32.softmax(1), bf16.softmax(1)
+            assert (p32 - p16).abs().max() < 0.05
+            assert (p32.argmax(1) == p16.argmax(1)).float().mean() >= 0.85
+        else:
+            p32, p16 = fp32.sigmoid(), bf16.sigmoid()
+            assert (p32 - p16).abs().mean() < 0.01
+            assert ((p32 > 0.5) != (p16 > 0.5)).float().mean() < 0.01

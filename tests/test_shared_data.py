@@ -22,3 +22,21 @@ def test_real_moon_zip():
     assert 0.01 < float(cov.mean()) < 0.5 and float(cov.max()) > float(cov.min())
     lum = ds.images.float().mean(1, keepdim=True)
     assert lum[ds.masks == 1].mean() > lum[ds.masks == 0].mean()     # rocks are lit, ground is darker
+
+
+@needs_shared
+def test_committed_segmentation_metrics_are_reproduced_on_this_machine():
+    """Reported metrics are computed in fp32 at the threshold stored with the weights, so re-evaluating the
+    committed base U-Net and variant B on any machine (with or without native bf16) gives the committed numbers
+    within the README's tolerance of 0.003 IoU."""
+    import json
+    from pathlib import Path
+    weights = Path(common.__file__).parent / "weights"
+    _, val, _ = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
+    for name in ("unet", "backbone_unet_finetuned"):
+        committed = json.loads((weights / f"{name}_metrics.json").read_text())
+        model, meta = common.load_checkpoint(weights / f"{name}.pt")
+        assert common.stored_threshold(meta)["tta"] == committed["threshold"]
+        r = common.segmentation_results(model, val, committed["threshold"])
+        assert abs(r["metrics"]["iou"] - committed["iou"]) <= 0.003, name
+        assert abs(r["metrics"]["dice"] - committed["dice"]) <= 0.003, name

@@ -165,7 +165,8 @@ def test_ema_averages_weights_and_is_what_fit_validates(tiny_root, tmp_path):
         torch.manual_seed(0)
         m = common.Classifier(6, **SMALL_CLS)
         runs[decay] = common.fit(m, train, val, cfg, tmp_path / str(decay), progress=False)
-        final = common.evaluate(m, val, common.make_task(train, cfg))     # fit leaves the validated weights
+        final = common.evaluate(m, val, common.make_task(train, cfg),     # fit leaves the validated weights
+                                precision=common.compute_precision())     # and validates in its training precision
         assert final["loss"] == pytest.approx(runs[decay]["val_loss"].iloc[-1], abs=1e-5)
     assert runs[0.0]["train_loss"].tolist() == runs[0.9]["train_loss"].tolist()   # the raw weights train alike
     assert runs[0.0]["val_loss"].iloc[-1] != runs[0.9]["val_loss"].iloc[-1]        # but the average is validated

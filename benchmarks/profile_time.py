@@ -1,0 +1,58 @@
+"""How long the `cpu` profile's training takes on this machine, per model, before training anything: the same
+estimate each notebook prints when it is about to train (`common.estimate_fit_time`: a few timed steps of each
+kind the schedule has, on a copy of the model), on the real data, for the training configuration stored in each
+committed checkpoint.
+
+    python benchmarks/profile_time.py --json benchmarks/estimates/<machine kind>.json
+
+Run it on each kind of machine (on one with native bf16, ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 caps it
+to AVX2 and fp32, which the result says). The README's table of training times per kind of machine is rendered
+from these files.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import common  # noqa: E402
+from train_speed import commit  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if torch.get_num_threads() > 2 and common.default_device().type == "cpu":
+        torch.set_num_threads(2)
+    prec = common.compute_precision()
+    tiny = common.load_datasets("tiny", args.profile, args.data, progress=False)
+    moon = common.load_datasets("moon", args.profile, args.data, progress=False)
+    # each model with the training configuration stored in its committed checkpoint (the notebooks' recipe)
+    models = {}
+    for name in ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned"):
+        model, meta = common.load_checkpoint(ROOT / "weights" / f"{name}.pt")
+        key = meta["run_key"]["train"]
+        cfg = common.TrainConfig(**{**key, "augment": common.AugmentConfig(**key["augment"])})
+        models[name] = (model, *(tiny[:2] if name == "classifier" else moon[:2]), cfg)
+    res = {"machine": common.machine(), "precision": prec.name, "profile": args.profile, "torch": torch.__version__,
+           "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": {}}
+    for name, (model, train, val, cfg) in models.items():
+        est = common.estimate_fit_time(model, train, val, cfg, precision=prec)
+        res["minutes"][name] = est["total_s"] / 60
+        print(f"{name}: {est['total_s'] / 60:.1f} min ({cfg.epochs} epochs; one step: " +
+              ", ".join(f"{k} {v:.2f} s" for k, v in est["step_s"].items()) + ")", flush=True)
+    res["total_minutes"] = sum(res["minutes"].values())
+    print(f"{res['machine']}, {prec.name}: {res['total_minutes']:.0f} min of training in all")
+    if args.json:
+        common.save_json(res, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""One decision of the compute precision per device (common.compute_precision), fp32 evaluation, and the time
+estimate before training, which must leave the run it estimates untouched."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import common
+from test_training import SMALL_CLS, SMALL_UNET, cls_data, moon_data
+
+ROOT = Path(common.__file__).parent
+
+
+@pytest.fixture
+def fresh_decision(monkeypatch):
+    """Every call decides anew, from flags and probe results the test sets."""
+    monkeypatch.delenv(common.PRECISION_ENV, raising=False)
+    common._decide.cache_clear()
+    yield monkeypatch
+    common._decide.cache_clear()
+
+
+def test_cpu_precision_follows_the_flags_and_the_probe_only_vetoes(fresh_decision, capsys):
+    probe = {"fp32": 0.02, "bf16": 0.01}
+    fresh_decision.setattr(common, "_probe_cpu", lambda: dict(probe))
+    fresh_decision.setattr(common, "native_bf16", lambda: False)
+    p = common.compute_precision("cpu")
+    assert (p.name, p.channels_last) == ("fp32", True) and "no native bf16" in p.reason
+    assert "precision on cpu: fp32" in capsys.readouterr().out            # printed once, with the reason
+    common.compute_precision("cpu")
+    assert capsys.readouterr().out == ""
+    common._decide.cache_clear()
+    fresh_decision.setattr(common, "native_bf16", lambda: True)
+    assert common.compute_precision("cpu", verbose=False).name == "bf16"      # native and 2x faster
+    common._decide.cache_clear()
+    probe["bf16"] = 0.019                                                     # native, but not faster
+    p = common.compute_precision("cpu", verbose=False)
+    assert p.name == "fp32" and "only 1.1x" in p.reason
+
+
+def test_overrides_argument_then_environment(fresh_decision):
+    fresh_decision.setattr(common, "native_bf16", lambda: False)
+    fresh_decision.setenv(common.PRECISION_ENV, "bf16")
+    assert common.compute_precision("cpu", verbose=False).name == "bf16"      # forced although emulated
+    assert common.compute_precision("cpu", "fp32", verbose=False).name == "fp32"   # the argument wins
+    with pytest.raises(ValueError, match="fp16 autocast is for CUDA"):
+        common.compute_precision("cpu", "fp16")
+    fresh_decision.setenv(common.PRECISION_ENV, "half")
+    with pytest.raises(ValueError, match="HW_PRECISION"):
+        common.compute_precision("cpu")
+
+
+def test_precision_objects_autocast_and_scale_as_named():
+    x = torch.randn(4, 8)
+    w = torch.randn(8, 8)
+    with common.Precision("cpu", "bf16", True, "").autocast():
+        assert (x @ w).dtype == torch.bfloat16
+    with common.Precision("cpu", "fp32", True, "").autocast():
+        assert (x @ w).dtype == torch.float32
+    assert not common.Precision("cpu", "bf16", True, "").scaler().is_enabled()
+    assert common.Precision("cpu", "bf16", True, "").evaluation().name == "fp32"
+
+
+def test_estimate_leaves_the_run_it_estimates_untouched(tiny_root, tmp_path, capsys):
+    """With the estimate, fit ends exactly as without it (weights, optimiser and random generators untouched),
+    prints it, and stores it in best.pt with the precision and the machine."""
+    train, val = cls_data(tiny_root)
+    cfg = common.TrainConfig(epochs=2, batch_size=30, lr=3e-3, max_steps_per_epoch=2, min_size=64, full_size_at=0.5)
+    runs = {}
+    for estimate in (False, True):
+        torch.manual_seed(0)
+        model = common.Classifier(6, **SMALL_CLS)
+        runs[estimate] = common.fit(model, train, val, cfg, tmp_path / str(estimate), progress=False,
+                                    estimate=estimate), model.state_dict()
+    assert runs[True][0].drop(columns=["epoch_time_s", "images_per_s"]).equals(
+        runs[False][0].drop(columns=["epoch_time_s", "images_per_s"]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[True][1].values(), runs[False][1].values()))
+    assert "estimated training time on this machine" in capsys.readouterr().out
+    _, meta = common.load_checkpoint(tmp_path / "True" / "best.pt")
+    assert meta["estimated_train_s"] > 0 and meta["precision"] in common.PRECISIONS and meta["machine"]
+
+
+def test_estimate_times_each_kind_of_step_the_schedule_has(moon_root):
+    """Progressive resizing: both ends of the input sizes; a freeze schedule: frozen and trainable encoder."""
+    train, val = moon_data(moon_root)
+    cfg = common.TrainConfig(epochs=4, batch_size=6, min_size=64, full_size_at=0.5)
+    est = common.estimate_fit_time(common.unet(**SMALL_UNET), train, val, cfg)
+    assert set(est["step_s"]) == {"64 px", "128 px"} and len(est["epoch_s"]) == 4
+    assert est["epoch_s"][0] < est["epoch_s"][-1]         # 64 px steps are cheaper than 128 px ones
+    cls = common.Classifier(6, **SMALL_CLS)
+    model = common.backbone_unet(cls.config)
+    cfg = common.TrainConfig(epochs=3, batch_size=6, freeze_encoder_epochs=1)
+    est = common.estimate_fit_time(model, train, val, cfg, first_epoch=0)
+    assert set(est["step_s"]) == {"128 px", "128 px, frozen"}
+    assert not model.encoder_frozen and all(p.requires_grad for p in model.parameters())   # the model itself
+
+
+def test_reused_weights_keep_their_stored_threshold(moon_root):
+    train, val = moon_data(moon_root)
+    model = common.unet(**SMALL_UNET)
+    chosen = common.segmentation_results(model, val)
+    kept = common.segmentation_results(model, val, threshold=0.8)
+    assert kept["threshold"] == 0.8 and kept["threshold_table"] is not None
+    assert common.stored_threshold({"metrics": {"val_iou": 0.5}}) is None          # just trained: choose
+    assert common.stored_threshold({"metrics": {"threshold": 0.35, "threshold_no_tta": 0.4}}) == \
+        {"tta": 0.35, "no_tta": 0.4}
+    assert chosen["threshold"] in set(chosen["threshold_table"]["threshold"])
+
+
+def test_committed_weights_say_which_precision_and_machine_trained_them():
+    weights = sorted((ROOT / "weights").glob("*.pt"))
+    assert weights
+    for w in weights:
+        meta = common.load_checkpoint(w)[1]
+        assert meta["precision"] in common.PRECISIONS and meta["machine"], w.name
+    timings = json.loads((ROOT / "weights" / "timings.json").read_text())
+    assert set(timings["machines"]) == set(timings["precisions"]) == set(timings["minutes"])
