@@ -101,7 +101,8 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 PRECISION_ENV = "HW_PRECISION"      # "auto" (default), "bf16", "fp16" (CUDA only) or "fp32"
 BF16_MIN_SPEEDUP = 1.2              # the probe keeps bf16 only where it is at least this much faster than fp32:
 # it measures about 1.5x where bf16 is native and about 0.1x where it is emulated (AVX2 only), so neither a busy
-# machine nor the probe's noise flips the choice (benchmarks/precision_layout.py times the real models)
+# machine nor the probe's noise flips the choice (benchmarks/precision_layout.py times the real models:
+# benchmarks/layout/*.json)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def _decide(device_type, requested):
     if requested == "fp16":
         raise ValueError("fp16 autocast is for CUDA GPUs; on a CPU use 'bf16', 'fp32' or 'auto'")
     # channels_last on every CPU: it trained both models faster in fp32 and in bf16, with and without native bf16
-    # (benchmarks/results/precision_layout_*.json); a one-convolution probe cannot judge it (it favours NCHW)
+    # (benchmarks/layout/*.json, from benchmarks/precision_layout.py); a one-convolution probe cannot judge it
     if requested != "auto":
         return Precision("cpu", requested, True, f"asked for: {requested}")
     if not native_bf16():
@@ -242,8 +243,8 @@ def compute_precision(device=None, precision=None, verbose=True):
     """The training step's precision on `device`: precision 'bf16' / 'fp16' / 'fp32' forces one, None or 'auto'
     follows the environment variable HW_PRECISION, else decides: on CUDA bf16 where the GPU has it, else fp16 with
     a gradient scaler; on a CPU bf16 only where it is native (its flags) and a short timed probe confirms it is at
-    least 1.5x faster than fp32, else fp32; channels_last unless the probe finds it clearly slower. Decided once per
-    process and device (the first call prints the choice and why); a Precision passes through unchanged."""
+    least BF16_MIN_SPEEDUP x faster than fp32, else fp32; MPS fp32. channels_last everywhere but on MPS. Decided
+    once per process, device and request (the first call prints the choice and why); a Precision passes through."""
     if isinstance(precision, Precision):
         return precision
     device = torch.device(device or default_device())

@@ -98,6 +98,19 @@ def times_table():
     return "\n".join(lines)
 
 
+def layout_table():
+    """Training and inference speed of each precision and memory layout on each kind of CPU measured
+    (benchmarks/precision_layout.py): the numbers behind common.compute_precision's CPU rules."""
+    lines = ["| machine | model | precision | layout | train img/s | inference img/s |", "|---|---|---|---|---|---|"]
+    for f in sorted((ROOT / "benchmarks" / "layout").glob("*.json")):
+        r = json.loads(f.read_text())
+        for row in r["rows"]:
+            lines.append(f"| {r['machine']} (`{f.name}`) | {row['model']} | {row['precision']} | "
+                         f"{'channels_last' if row['channels_last'] else 'NCHW'} | {row['train_img_s']:.1f} | "
+                         f"{row['inference_img_s']:.1f} |")
+    return "\n".join(lines)
+
+
 # the run each row of the recipe search is compared with
 SWEEP_BASE = {"cls": "cls_base10", "seg": "seg_base30", "seg2": "seg_base30", "bb": "bb_B", "bb2": "bb_B",
               "bb3": "bb3_fromA_e10_lr1", "bb4": "bb3_fromA_e10_lr1_enc01",
@@ -148,7 +161,7 @@ def sweep_table():
     return "\n".join(lines) if lines else "_No recipe search saved yet._"
 
 
-BLOCKS = {"results": results_table, "times": times_table, "perf": perf_table, "sweep": sweep_table}
+BLOCKS = {"results": results_table, "layout": layout_table, "times": times_table, "perf": perf_table, "sweep": sweep_table}
 
 
 def block(name):
