@@ -2010,6 +2010,41 @@ def plot_history(history, metrics, title="", path=None):
     return fig
 
 
+def formatted(df, formats=None, precision=None):
+    """A DataFrame of display strings: formats maps a column to a format string ("{:.3f}") or a function;
+    other float columns get `precision` decimals (or stay as they are). Unlike a pandas Styler, it shows in every
+    export: HTML, plain text and (with `report_formats`) LaTeX."""
+    import pandas as pd
+    out = df.copy()
+    for col in out.columns:
+        f = (formats or {}).get(col)
+        if f is None and precision is not None and pd.api.types.is_float_dtype(out[col]):
+            f = f"{{:.{precision}f}}"
+        if f is not None:
+            fn = f.format if isinstance(f, str) else f
+            out[col] = [fn(v) if v == v else "" for v in out[col]]       # NaN (v != v) shows empty
+    return out
+
+
+def latex_table(df):
+    """A DataFrame as a LaTeX table (special characters escaped), shrunk to the page width when wider."""
+    body = df.to_latex(escape=True)
+    return "\\begin{center}\\adjustbox{max width=\\linewidth}{%\n" + body + "}\\end{center}\n"
+
+
+def report_formats():
+    """In a notebook kernel: every DataFrame also carries a LaTeX representation, so nbconvert's PDF (LaTeX)
+    route prints tables as tables, not as text cut at the page edge. Does nothing outside IPython."""
+    try:
+        from IPython import get_ipython
+        import pandas as pd
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is not None:
+        ip.display_formatter.formatters["text/latex"].for_type(pd.DataFrame, latex_table)
+
+
 def save_figure(fig, path):
     path = Path(path)
     return atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format=path.suffix[1:]))

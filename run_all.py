@@ -29,31 +29,69 @@ def browser():
     return None
 
 
-def export_report(executed, report_dir):
-    """HTML for every notebook; PDF too, through LaTeX (nbconvert, when xelatex is installed) or else by
-    printing the HTML with a headless Chromium/Chrome (when one is installed)."""
+# Chromium's route prints the HTML: wide tables wrap their cells and long code and output lines wrap, so no column
+# or line is cut at the right page edge.
+PRINT_CSS = """<style>
+@page { size: A4; margin: 12mm; }
+@media print {
+  pre, .jp-OutputArea-output pre, .highlight pre { white-space: pre-wrap !important; overflow-wrap: anywhere; }
+  .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-Cell-outputArea { overflow-x: visible !important; }
+  .jp-RenderedHTMLCommon table, table.dataframe { font-size: 7.5pt !important; table-layout: auto !important;
+                                                  max-width: 100% !important; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important; overflow-wrap: break-word;
+                                                         padding: 1px 4px !important; }
+  img { max-width: 100% !important; height: auto !important; }
+}
+</style>"""
+
+
+def pdf_latex(nb, pdf_path, html_path):
+    """nbconvert's LaTeX route with the project's template (templates/latex_ru: Cyrillic fonts, wrapped lines)."""
+    from nbconvert import PDFExporter
+    exporter = PDFExporter(template_name="latex_ru", extra_template_basedirs=[str(ROOT / "templates")])
+    pdf_path.write_bytes(exporter.from_notebook_node(nb, resources={"metadata": {"path": str(ROOT)}})[0])
+
+
+def pdf_chromium(nb, pdf_path, html_path):
     import subprocess
+    subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--no-pdf-header-footer", f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()],
+                   check=True, capture_output=True, timeout=300)
+    if not pdf_path.exists() or pdf_path.stat().st_size < 1000:
+        raise RuntimeError("Chromium wrote no PDF")
+
+
+def pdf_routes(choice="auto"):
+    """The PDF routes to try, in order: LaTeX (when xelatex is installed), then Chromium (when installed)."""
+    routes = [("LaTeX (nbconvert, templates/latex_ru)", pdf_latex, shutil.which("xelatex")),
+              ("Chromium (printing the HTML)", pdf_chromium, browser())]
+    if choice != "auto":
+        routes = [r for r in routes if r[0].lower().startswith(choice)]
+    return [(name, fn) for name, fn, found in routes if found]
+
+
+def export_report(executed, report_dir, pdf="auto"):
+    """HTML for every notebook (with print CSS); PDF too, by the first route of `pdf_routes` that works, falling
+    back to the next when one fails, and saying which one wrote each PDF."""
     import nbformat
-    from nbconvert import HTMLExporter, PDFExporter
+    from nbconvert import HTMLExporter
     report_dir.mkdir(parents=True, exist_ok=True)
-    latex, chrome = shutil.which("xelatex"), browser()
+    routes = pdf_routes(pdf)
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         html, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
         html_path = report_dir / (path.stem + ".html")
-        html_path.write_text(html, encoding="utf-8")
+        html_path.write_text(html.replace("</head>", PRINT_CSS + "\n</head>", 1), encoding="utf-8")
         pdf_path = report_dir / (path.stem + ".pdf")
-        try:                       # a PDF failure must never lose the HTML report
-            if latex:
-                pdf_path.write_bytes(PDFExporter().from_notebook_node(nb)[0])
-            elif chrome:
-                subprocess.run([chrome, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                "--disable-background-networking", "--disable-component-update",
-                                "--no-pdf-header-footer", f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()],
-                               check=True, capture_output=True, timeout=300)
-        except Exception as e:
-            print(f"PDF of {path.name} failed: {e}")
-    if not (latex or chrome):
+        for name, route in routes:
+            try:                   # a PDF failure must never lose the HTML report
+                route(nb, pdf_path, html_path)
+                print(f"   PDF of {path.name} via {name}")
+                break
+            except Exception as e:
+                print(f"   PDF of {path.name} via {name} failed: {type(e).__name__}: {str(e)[-300:]}")
+    if not routes:
         print("no xelatex or Chromium found: HTML report only (README, 'PDF', says how to install one)")
     return report_dir
 
@@ -86,6 +124,8 @@ def main(argv=None):
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                     help="training precision (auto: bf16 where the CPU or GPU computes it faster, else fp32; fp16 on "
                          "CUDA only); also HW_PRECISION in the environment")
+    ap.add_argument("--pdf", default="auto", choices=["auto", "latex", "chromium"],
+                    help="PDF route: auto tries LaTeX (xelatex) first and falls back to Chromium")
     ap.add_argument("--cell-timeout", type=float, default=None,
                     help="seconds one cell may run before the run fails (default: 600 for demo, none otherwise)")
     args = ap.parse_args(argv)
@@ -131,7 +171,7 @@ def main(argv=None):
         times[name] = time.time() - t0
         executed.append(target)
         print(f"   done in {times[name] / 60:.1f} min", flush=True)
-    report = export_report(executed, out / "report")
+    report = export_report(executed, out / "report", args.pdf)
     timings = {"profile": profile, "device": common.environment()["device"], "machine": machine,
                "precision": precision, "minutes": {k: v / 60 for k, v in times.items()},
                "total_minutes": sum(times.values()) / 60}
