@@ -1988,8 +1988,9 @@ def to_hwc(x):
     return x.permute(1, 2, 0).numpy().astype(np.uint8) if x.dtype == torch.uint8 else x
 
 
-def plot_history(history, metrics, title="", path=None):
-    """Loss and metric curves per epoch from a history DataFrame; saved to `path` if given."""
+def plot_history(history, metrics, title="", path=None, marks=None):
+    """Loss and metric curves per epoch from a history DataFrame; saved to `path` if given. marks: {x: label}
+    draws a dotted vertical line with its label at each x (e.g. where the input size steps up)."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
     axes = np.atleast_1d(axes)
@@ -1999,6 +2000,10 @@ def plot_history(history, metrics, title="", path=None):
                 ax.plot(history["epoch"], history[col], style, ms=3, label=col)
         if m == "loss" and "train_loss" in history:
             ax.plot(history["epoch"], history["train_loss"], "-o", ms=3, label="train_loss")
+        for x, label in (marks or {}).items():
+            ax.axvline(x, color="gray", ls=":", lw=1)
+            ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7, color="gray",
+                    rotation=90, va="top", ha="left")
         ax.set_xlabel("epoch")
         ax.set_title(m)
         ax.grid(alpha=0.3)
@@ -2119,6 +2124,12 @@ class LivePlot:
         plt.close(fig)
 
 
+def caption(text):
+    """A figure's caption under it, in every export (HTML, PDF)."""
+    from IPython.display import Markdown, display
+    display(Markdown(f"*{text}*"))
+
+
 def browse(n, render, description="№"):
     """A slider over n items; render(i) draws item i. Returns the widget (or None without ipywidgets).
     In a headless run (run_all.py sets HW_STATIC_WIDGETS=1) no widget is built: nbclient, which papermill runs
@@ -2130,6 +2141,8 @@ def browse(n, render, description="№"):
     try:
         import ipywidgets as widgets
     except ImportError:
+        print("(слайдер не построен: нет пакета ipywidgets — `pip install ipywidgets` и перезапуск ядра; "
+              "статичная версия — ниже)")
         return None
     return widgets.interactive(render, i=widgets.IntSlider(min=0, max=max(n - 1, 0), step=1, value=0,
                                                          description=description, continuous_update=False))

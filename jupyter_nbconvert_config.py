@@ -1,5 +1,8 @@
-# Read by `jupyter nbconvert` started in this folder: its PDF (LaTeX) route uses the project's template
-# (templates/latex_ru: fonts with Cyrillic, long lines wrapped), so `jupyter nbconvert --to pdf 02_unet.ipynb` works.
+# nbconvert's PDF (LaTeX) route with the project's template (templates/latex_ru: fonts with Cyrillic, long lines
+# wrapped), from any folder:
+#     jupyter nbconvert --to pdf --config jupyter_nbconvert_config.py 02_unet.ipynb
+# (without it, nbconvert's default font has no Cyrillic glyphs and every Russian letter is lost). run_all.py uses
+# the same template.
 import os
 
 c = get_config()  # noqa: F821

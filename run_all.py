@@ -6,7 +6,8 @@
 
 Profiles cpu/gpu write into the repository (weights/, figures/, the executed notebooks themselves: this is the
 report run); the demo profile writes everything under runs/demo/ and never touches the committed results.
-The report is HTML always (report/ or runs/demo/report/), and PDF when a LaTeX engine (xelatex) is installed.
+The report is HTML always (report/ or runs/demo/report/), and PDF when xelatex or Chromium is installed (the
+first route that works; see export_report).
 report/timings.json records this run's minutes per notebook with the machine and precision; weights/timings.json
 those of the runs that trained the committed weights (per notebook: minutes, date, machine, precision).
 """

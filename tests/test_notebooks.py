@@ -142,3 +142,15 @@ def test_bf16_and_fp32_evaluation_agree_on_demo_weights(demo_run):
             p32, p16 = fp32.sigmoid(), bf16.sigmoid()
             assert (p32 - p16).abs().mean() < 0.01
             assert ((p32 > 0.5) != (p16 > 0.5)).float().mean() < 0.01
+
+
+def test_nbconvert_command_with_the_shipped_config_prints_russian(demo_run, tmp_path):
+    """The README's command for the LaTeX route, as a user types it."""
+    import shutil
+    if not shutil.which("xelatex") or not shutil.which("pdftotext"):
+        pytest.skip("no xelatex or pdftotext on this machine (CI installs only Chromium)")
+    nb = demo_run[0] / "02_unet.ipynb"
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "pdf", "--config",
+                    str(ROOT / "jupyter_nbconvert_config.py"), str(nb), "--output-dir", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    check_pdf(tmp_path, ["02_unet.ipynb"])
