@@ -33,14 +33,16 @@ def browser():
 # Chromium's route prints the HTML: wide tables wrap their cells and long code and output lines wrap, so no column
 # or line is cut at the right page edge.
 PRINT_CSS = """<style>
-@page { size: A4; margin: 12mm; }
+@page { size: A4; margin: 10mm; }
 @media print {
   pre, .jp-OutputArea-output pre, .highlight pre { white-space: pre-wrap !important; overflow-wrap: anywhere; }
-  .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-Cell-outputArea { overflow-x: visible !important; }
-  .jp-RenderedHTMLCommon table, table.dataframe { font-size: 7.5pt !important; table-layout: auto !important;
+  .jp-OutputArea, .jp-OutputArea *, .jp-Cell-outputArea { overflow: visible !important; }
+  .jp-InputPrompt, .jp-OutputPrompt { flex: 0 0 3.2em !important; min-width: 0 !important; width: 3.2em !important;
+                                      font-size: 7pt !important; }
+  .jp-RenderedHTMLCommon table, table.dataframe { font-size: 7pt !important; table-layout: auto !important;
                                                   max-width: 100% !important; }
-  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important; overflow-wrap: break-word;
-                                                         padding: 1px 4px !important; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important; padding: 1px 3px !important; }
+  .jp-RenderedHTMLCommon th { overflow-wrap: anywhere; }
   img { max-width: 100% !important; height: auto !important; }
 }
 </style>"""

@@ -46,13 +46,30 @@ def pdf_text(path):
     return " ".join(text.split())
 
 
-def check_pdf(report, notebooks=NOTEBOOKS):
-    """What a PDF hand-in must carry: the Russian text, the last column of Part 3's comparison table, every table
-    as a table (no pandas Styler printed as its Python repr) and no error."""
+def table_headers(nb_path):
+    """The column headers of every table a notebook's outputs show (their HTML form)."""
+    import html
+    import re
+    nb = nbformat.read(nb_path, as_version=4)
+    heads = []
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            for thead in re.findall(r"<thead>(.*?)</thead>", o.get("data", {}).get("text/html", ""), re.S):
+                heads += [html.unescape(re.sub("<[^>]+>", "", t)).strip()
+                          for t in re.findall(r"<th[^>]*>(.*?)</th>", thead, re.S)]
+    return [h for h in dict.fromkeys(heads) if h]
+
+
+def check_pdf(report, nb_dir, notebooks=NOTEBOOKS):
+    """What a PDF hand-in must carry: the Russian text, every column of every table (the last column of Part 3's
+    comparison table among them), no pandas Styler printed as its Python repr, and no error."""
     texts = {n: pdf_text(report / (Path(n).stem + ".pdf")) for n in notebooks}
     for n, text in texts.items():
         assert "Styler at 0x" not in text and "Traceback" not in text, n
         assert "Вывод" in text, n
+        flat = text.replace(" ", "")
+        missing = [h for h in table_headers(nb_dir / n) if h.replace(" ", "") not in flat]
+        assert not missing, (n, missing)
     if "02_unet.ipynb" in texts:
         assert "Бинарная сегментация камней на рендерах лунной поверхности" in texts["02_unet.ipynb"]
     if "03_backbone_unet.ipynb" in texts:
@@ -72,7 +89,7 @@ def pdf_engines():
 
 def test_pdf_report_carries_text_and_tables(demo_run):
     pdf_engines()
-    check_pdf(demo_run[0] / "report")
+    check_pdf(demo_run[0] / "report", demo_run[0])
 
 
 @pytest.mark.parametrize("route", ["latex", "chromium"])
@@ -82,7 +99,7 @@ def test_each_installed_pdf_route_is_lossless(demo_run, route, tmp_path):
         pytest.skip(f"the {route} route's engine is not installed here")
     nb = [demo_run[0] / "03_backbone_unet.ipynb"]
     run_all.export_report(nb, tmp_path, route)
-    check_pdf(tmp_path, ["03_backbone_unet.ipynb"])
+    check_pdf(tmp_path, demo_run[0], ["03_backbone_unet.ipynb"])
 
 
 def test_demo_run_writes_weights_and_figures(demo_run):
@@ -153,4 +170,4 @@ def test_nbconvert_command_with_the_shipped_config_prints_russian(demo_run, tmp_
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "pdf", "--config",
                     str(ROOT / "jupyter_nbconvert_config.py"), str(nb), "--output-dir", str(tmp_path)],
                    check=True, capture_output=True, timeout=300)
-    check_pdf(tmp_path, ["02_unet.ipynb"])
+    check_pdf(tmp_path, demo_run[0], ["02_unet.ipynb"])
