@@ -1781,8 +1781,8 @@ def preprocess(pil_image, meta):
 # 7b. Profiles and the notebooks' "train or reuse" step
 # ----------------------------------------------------------------------------------------------------
 PROFILES = {
-    # synthetic data made by `common`, a few minutes on a laptop CPU
-    # (all three notebooks in under 3 minutes on 2 cores without native bf16: it shows the pipeline works)
+    # synthetic data made by `common`: all three notebooks in under 3 minutes on 2 cores without native bf16
+    # (it shows that the pipeline works, not the quality)
     "demo": {"classes": 10, "cls_epochs": 3, "cls_batch": 64, "cls_lr": 3e-3, "cls_min_size": 64, "cls_full_at": 0.6,
              "seg_epochs": 4, "seg_batch": 16, "seg_lr": 3e-3, "bb_epochs": 3, "bb_b_epochs": 2,
              "synthetic": {"n_classes": 10, "n_train": 40, "n_val": 10, "n_moon": 40, "moon_size": (360, 240)}},
