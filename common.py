@@ -156,9 +156,12 @@ def cpu_name():
 def native_bf16():
     """Whether this CPU computes bf16 natively: oneDNN says so (it honours an ONEDNN_MAX_CPU_ISA cap) and, where
     the flags can be read, they name a bf16 instruction set (AVX-512 BF16, AMX, Arm's BF16)."""
+    try:
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):      # a torch build without oneDNN (some ARM builds)
+        onednn = False
     flags = cpu_flags()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (
-        not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}))
+    return onednn and (not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}))
 
 
 def machine(device=None):
