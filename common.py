@@ -100,9 +100,8 @@ def default_device():
 PRECISIONS = ("bf16", "fp16", "fp32")
 PRECISION_ENV = "HW_PRECISION"      # "auto" (default), "bf16", "fp16" (CUDA only) or "fp32"
 BF16_MIN_SPEEDUP = 1.2              # the probe keeps bf16 only where it is at least this much faster than fp32:
-# it measures about 1.5x where bf16 is native and about 0.1x where it is emulated (AVX2 only), so neither a busy
-# machine nor the probe's noise flips the choice (benchmarks/precision_layout.py times the real models:
-# benchmarks/layout/*.json)
+# well below what it prints where bf16 is native and far above where it is emulated, so neither a busy machine nor
+# the probe's noise flips the choice (benchmarks/precision_layout.py times the real models: benchmarks/layout/*.json)
 
 
 @dataclass(frozen=True)
@@ -190,7 +189,7 @@ def _timed(fn, reps=3):
 
 def _probe_cpu():
     """Seconds of one 3x3 convolution step (64 -> 64 channels, 8 x 32 x 32, forward and backward, channels_last) in
-    fp32 and under bf16 autocast; about 0.1 s in all. A private generator: no random state moves."""
+    fp32 and under bf16 autocast; well under a second in all. A private generator: no random state moves."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 64, 32, 32, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_(True)
     w = (torch.randn(64, 64, 3, 3, generator=g) * 0.05).contiguous(memory_format=torch.channels_last).requires_grad_(True)
@@ -1491,6 +1490,22 @@ def _pull_toward(groups, anchors, coef):
             p.sub_(p - a, alpha=alpha)
 
 
+def train_step(model, x, y, task, opt, scaler, prec, check=None):
+    """One optimisation step on a prepared batch in precision `prec`; returns the loss (detached). check(loss), when
+    given, runs before anything is updated (fit stops on a non-finite loss there). `fit`, `estimate_fit_time` and
+    benchmarks/train_speed.py all train through this one function."""
+    with prec.autocast():
+        out = model(x)
+    loss = task.loss(out, y)
+    if check is not None:
+        check(loss)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss.detach()
+
+
 def estimate_fit_time(model, train, val, cfg: TrainConfig, device=None, precision=None, first_epoch=0, steps=3,
                       mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Seconds that `fit` will take for epochs first_epoch..cfg.epochs on this machine, measured on a copy of
@@ -1531,12 +1546,7 @@ def estimate_fit_time(model, train, val, cfg: TrainConfig, device=None, precisio
                     idx = torch.randint(0, len(train), (min(cfg.batch_size, len(train)),), generator=gen)
                     x, y = _prepare(*task.batch(train, idx), task, device, True, aug, gen, mean, std,
                                     prec.memory_format)
-                    with prec.autocast():
-                        out = m(x)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(task.loss(out, y)).backward()
-                    scaler.step(opt)
-                    scaler.update()
+                    train_step(m, x, y, task, opt, scaler, prec)
                     sync()
                     times.append(time.perf_counter() - t0)
                 step_s[side, frozen] = float(np.median(times[1:] or times))
@@ -1665,24 +1675,19 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x, y = _prepare(*task.batch(train, idx.to(train.images.device)), task, device, True, aug, gen,
                             mean, std, prec.memory_format)
-            with prec.autocast():
-                out = model(x)
-            loss = task.loss(out, y)
-            if not torch.isfinite(loss):
-                kept = (f"the last good checkpoint ({last}, epoch {epoch}) is kept" if epoch else
-                        "no epoch had finished, so there is no checkpoint")
-                raise TrainingError(f"the loss became {float(loss.detach())} in epoch {epoch + 1}, batch {b + 1}. "
-                                    f"Lower the learning rate (now {cfg.lr}) or check the data; {kept}.")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            def finite(loss):
+                if not torch.isfinite(loss):
+                    kept = (f"the last good checkpoint ({last}, epoch {epoch}) is kept" if epoch else
+                            "no epoch had finished, so there is no checkpoint")
+                    raise TrainingError(f"the loss became {float(loss.detach())} in epoch {epoch + 1}, batch {b + 1}. "
+                                        f"Lower the learning rate (now {cfg.lr}) or check the data; {kept}.")
+            loss = train_step(model, x, y, task, opt, scaler, prec, check=finite)
             if anchor:
                 _pull_toward(enc_groups, anchor, cfg.encoder_sp)
             sched.step()
             if ema is not None:
                 ema.update(model)
-            total += float(loss.detach()) * len(idx)
+            total += float(loss) * len(idx)
             seen += len(idx)
             if progress and b % 10 == 0 and hasattr(bar, "set_postfix"):     # no bar in a headless run
                 bar.set_postfix(loss=f"{total / seen:.4f}")

@@ -20,20 +20,17 @@ import common  # noqa: E402
 from train_speed import commit  # noqa: E402
 
 
-def img_s(model, batch, dtype, channels_last, train, reps=3):
+def img_s(model, batch, dtype, channels_last, train):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt).train(train)
     x = torch.randn(batch, 3, 128, 128, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=fmt)
-    best = float("inf")
-    for i in range(reps + 1):                 # the first is a warm-up
-        t0 = time.perf_counter()
+
+    def step():
         with torch.set_grad_enabled(train), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
             out = model(x)
         if train:
             out.float().square().mean().backward()
-        if i:
-            best = min(best, time.perf_counter() - t0)
-    return batch / best
+    return batch / common._timed(step)         # best of 3 after a warm-up
 
 
 def main(argv=None):

@@ -12,7 +12,8 @@ ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 caps it to AVX2, which the resu
             shuffle=True), float32, NCHW.
 (b) ours:   images decoded once into uint8 tensors (on the GPU when there is one), augmentation on whole
             batches (`common.BatchAugment`), the precision and memory layout that `common.compute_precision`
-            chooses for this machine (bf16 autocast only where it is native and faster), as `common.fit` does.
+            chooses for this machine (bf16 autocast only where it is native and faster), through
+            `common.train_step`, the step `common.fit` takes.
 Same model, same batch size, same optimiser. Each pipeline is timed --repeats times (median). Prints images/s of
 both, their ratio, the achieved GFLOP/s of the training step (FLOPs per image counted by torch.utils.flop_counter)
 against the matmul peak of the chosen precision measured in this run, and inference images/s (fp32, as the
@@ -132,13 +133,7 @@ def time_ours(model, data, task, steps, batch, device, aug, prec):
         idx = torch.randint(0, len(images), (batch,), generator=gen).to(device)
         x, y = common._prepare(images[idx], targets[idx], task, device, True, aug, gen,
                                common.IMAGENET_MEAN, common.IMAGENET_STD, prec.memory_format)
-        with prec.autocast():
-            out = model(x)
-        loss = task.loss(out, y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        common.train_step(model, x, y, task, opt, scaler, prec)
         n += batch
     sync(device)
     return n / (time.perf_counter() - t0)
