@@ -1,11 +1,11 @@
 """Render the README's tables from files written by code, so no number in the README is typed by hand:
 results from weights/*_metrics.json and weights/timings.json (written by the notebooks and run_all.py),
 performance from benchmarks/results/*.json (written by benchmarks/train_speed.py), training times per kind of
-machine from benchmarks/estimates/*.json (benchmarks/profile_time.py), the recipe search from
-experiments/results/*.json (written by experiments/sweep.py).
+machine from benchmarks/estimates/*.json (benchmarks/profile_time.py); and experiments/README.md's table of the
+recipe search from experiments/results/sweep_*.json (written by experiments/sweep.py).
 
     python readme_tables.py           # print the blocks
-    python readme_tables.py --write   # replace the blocks between their markers in README.md
+    python readme_tables.py --write   # replace the blocks between their markers in README.md, experiments/README.md
 """
 import json
 import sys
@@ -137,39 +137,38 @@ def _spec_diff(spec, base):
 
 
 def sweep_table():
-    """The recipe search (experiments/sweep.py): one row per run, grouped by what was searched. The estimated
-    CPU minutes come from the per-epoch costs measured by `sweep.py cost` (experiments/cpu_costs.json)."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    import sweep
+    """The recorded recipe search (experiments/sweep.py at the tag search-rounds): one row per run, grouped by what
+    was searched, with the wall time each run took where it ran (machines differ between rounds)."""
     lines = []
-    files = {f: json.loads(f.read_text()) for f in sorted((ROOT / "experiments" / "results").glob("*.json"))}
+    files = {f: json.loads(f.read_text()) for f in sorted((ROOT / "experiments" / "results").glob("sweep_*.json"))}
     # a run's base may sit in another results file (e.g. a CPU control of a recipe searched on the GPU)
     specs = {r["name"]: r["spec"] for data in files.values() for r in data["runs"]}
     for f, data in files.items():
         lines += [f"From `{f.relative_to(ROOT)}` ({data['meta']['device']}; {data['meta']['data']}).", "",
                   "| round | run | what differs from its base run (— : not set, the default; base runs "
                   + ", ".join(f"`{n}`" for n in dict.fromkeys(SWEEP_BASE.values())) + ") | best-epoch metric | with flip TTA "
-                  "| best epoch | est. minutes on the 2-core CPU |", "|---|---|---|---|---|---|---|"]
+                  "| best epoch | wall minutes |", "|---|---|---|---|---|---|---|"]
         for r in data["runs"]:
             base = specs.get(SWEEP_BASE.get(r["group"]), {})
             what = "; ".join(_spec_diff(r["spec"], base)) or "(the base)"
             metric = ("top-1 {:.1%}".format(r["top1"]) if "top1" in r else "IoU {:.3f}".format(r["iou"]))
             with_tta = ("{:.1%}".format(r["top1_tta"]) if "top1" in r else "{:.3f}".format(r["iou_tta"]))
             lines.append(f"| {r['round']} | `{r['name']}` | {what} | {metric} | {with_tta} | {r['best_epoch']} | "
-                         f"{sweep.cpu_minutes(r['group'], r['spec']['train'], r['spec'].get('model')):.0f} |")
+                         f"{r['wall_s'] / 60:.0f} |")
         lines += ["", data["meta"].get("note", "")]
     return "\n".join(lines) if lines else "_No recipe search saved yet._"
 
 
 BLOCKS = {"results": results_table, "layout": layout_table, "times": times_table, "perf": perf_table, "sweep": sweep_table}
+FILES = {"README.md": ("results", "layout", "times", "perf"), "experiments/README.md": ("sweep",)}
 
 
 def block(name):
     return f"<!-- {name}:start -->\n{BLOCKS[name]()}\n<!-- {name}:end -->"
 
 
-def render(text):
-    for name in BLOCKS:
+def render(text, names):
+    for name in names:
         start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
         a, b = text.index(start), text.index(end) + len(end)
         text = text[:a] + block(name) + text[b:]
@@ -177,8 +176,9 @@ def render(text):
 
 
 if __name__ == "__main__":
-    readme = ROOT / "README.md"
-    if "--write" in sys.argv:
-        readme.write_text(render(readme.read_text()))
-    else:
-        print("\n\n".join(f() for f in BLOCKS.values()))
+    for rel, names in FILES.items():
+        path = ROOT / rel
+        if "--write" in sys.argv:
+            path.write_text(render(path.read_text(), names))
+        else:
+            print("\n\n".join(BLOCKS[n]() for n in names))

@@ -4,6 +4,7 @@ mask, per-sample parameters, on the same batch and device.
 
     python benchmarks/augment_speed.py
 """
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,8 @@ def bench(fn, reps=10):
     return (time.perf_counter() - t0) / reps * 1000
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     torch.set_num_threads(2)
     device = common.default_device()
     g = torch.Generator().manual_seed(0)

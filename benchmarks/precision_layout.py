@@ -30,7 +30,7 @@ def img_s(model, batch, dtype, channels_last, train):
             out = model(x)
         if train:
             out.float().square().mean().backward()
-    return batch / common._timed(step)         # best of 3 after a warm-up
+    return batch / common.timed(step)         # best of 3 after a warm-up
 
 
 def main(argv=None):

@@ -34,12 +34,11 @@ def main(argv=None):
     prec = common.compute_precision()
     tiny = common.load_datasets("tiny", args.profile, args.data, progress=False)
     moon = common.load_datasets("moon", args.profile, args.data, progress=False)
-    # each model with the training configuration stored in its committed checkpoint (the notebooks' recipe)
-    models = {}
-    for name in ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned"):
-        model, meta = common.load_checkpoint(ROOT / "weights" / f"{name}.pt")
-        key = meta["run_key"]["train"]
-        cfg = common.TrainConfig(**{**key, "augment": common.AugmentConfig(**key["augment"])})
+    # each model (its committed architecture) with the profile's recipe, as the notebooks train it
+    r, models = common.recipe(args.profile), {}
+    for name, cfg in (("classifier", r.classifier), ("unet", r.unet), ("backbone_unet_frozen", r.frozen),
+                      ("backbone_unet_finetuned", r.finetuned)):
+        model, _ = common.load_checkpoint(ROOT / "weights" / f"{name}.pt")
         models[name] = (model, *(tiny[:2] if name == "classifier" else moon[:2]), cfg)
     res = {"machine": common.machine(), "precision": prec.name, "profile": args.profile, "torch": torch.__version__,
            "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": {}}

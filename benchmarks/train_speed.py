@@ -70,7 +70,7 @@ class FileSegmentation(torch.utils.data.Dataset):
 def usual_loaders(tiny_root, moon_root, n_classes, batch):
     from torchvision import transforms as T
     from torchvision.transforms import v2
-    folder = common._locate(tiny_root, "wnids.txt", "tiny", "")
+    folder = common.tiny_folder(tiny_root)
     wnids = (folder / "wnids.txt").read_text().split()[:n_classes]
     files, labels = [], []
     for k, w in enumerate(wnids):
@@ -80,7 +80,7 @@ def usual_loaders(tiny_root, moon_root, n_classes, batch):
     norm = T.Normalize(common.IMAGENET_MEAN, common.IMAGENET_STD)
     cls_tf = T.Compose([T.Resize(128), T.RandomResizedCrop(128, scale=(0.35, 1)), T.RandomHorizontalFlip(),
                         T.ColorJitter(0.3, 0.3, 0.3), T.ToTensor(), norm])
-    moon = common._locate(moon_root, "images/render", "moon", "")
+    moon = common.moon_folder(moon_root)
     pairs = [(p, moon / "images" / "ground" / p.name.replace("render", "ground"))
              for p in sorted((moon / "images" / "render").iterdir())]
     seg_tf = v2.Compose([v2.Resize((128, 128)), v2.RandomResizedCrop(128, scale=(0.6, 1)),
@@ -119,7 +119,7 @@ def time_usual(model, loader, loss_fn, steps, device):
 
 # ---------------------------------------------------------------- (b) the project's step
 def time_ours(model, data, task, steps, batch, device, aug, prec):
-    common._to_device(model, device, prec)
+    common.to_device(model, device, prec)
     model.train()
     opt, scaler = torch.optim.AdamW(model.parameters(), lr=1e-3), prec.scaler()
     images = data.images.to(device)
@@ -131,8 +131,7 @@ def time_ours(model, data, task, steps, batch, device, aug, prec):
             sync(device)
             t0, n = time.perf_counter(), 0
         idx = torch.randint(0, len(images), (batch,), generator=gen).to(device)
-        x, y = common._prepare(images[idx], targets[idx], task, device, True, aug, gen,
-                               common.IMAGENET_MEAN, common.IMAGENET_STD, prec.memory_format)
+        x, y = common.prepare_batch(images[idx], targets[idx], task, device, prec, aug, gen)
         common.train_step(model, x, y, task, opt, scaler, prec)
         n += batch
     sync(device)
@@ -158,7 +157,7 @@ def time_model_only_fp32(model, batch, steps, device, num_classes=None):
 
 
 def time_inference(model, images, batch, device, prec, reps=3):
-    common._to_device(model, device, prec.evaluation())
+    common.to_device(model, device, prec.evaluation())
     common.predict(model, images[:batch], batch, device)      # warm-up
     sync(device)
     t0 = time.perf_counter()

@@ -9,12 +9,20 @@ import common  # noqa: E402
 
 torch.set_num_threads(2)
 
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not present")
+SMALL_CLS = dict(widths=(16, 32, 48, 64, 64), blocks=(1, 1, 1, 1, 1))     # small and fast, the real layout
+SMALL_UNET = dict(widths=(8, 16, 24, 32, 32), decoder=(32, 24, 16, 8))
+SMALL_BB = dict(adapters=(8, 8, 16, 16, 16), decoder=(16, 16, 8, 8))
+
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_data_dir(tmp_path_factory):
     """Unpacked archives and caches of the tests go to a temporary folder, never to the repo's data/."""
-    common.DATA_DIR = tmp_path_factory.mktemp("data")
-    yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HW_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -29,5 +37,28 @@ def moon_root(tmp_path_factory):
                                       n=24, size=(240, 160), seed=0)
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is not present")
+@pytest.fixture(scope="session")
+def cls_data(tiny_root):
+    """(train, val) of the synthetic Tiny ImageNet: 6 classes, 30 + 10 images each."""
+    ds = common.read_tiny_imagenet(tiny_root, progress=False)
+    tr, va = common.stratified_split(ds.labels.numpy(), 0.25, seed=0)
+    return ds.subset(tr), ds.subset(va)
+
+
+@pytest.fixture(scope="session")
+def moon_data(moon_root):
+    """(train, val) of the synthetic moon set: 18 + 6 frames."""
+    ds = common.read_moon(moon_root, progress=False)
+    tr, va = common.stratified_split(common.coverage_bins(ds.coverage, 3), 0.25, seed=0)
+    return ds.subset(tr), ds.subset(va)
+
+
+@pytest.fixture
+def small():
+    """Builders of small models with the real layouts: small.classifier(), small.unet(), small.backbone(cls)."""
+    class Small:
+        classifier = staticmethod(lambda n=6: common.Classifier(n, **SMALL_CLS))
+        unet = staticmethod(lambda: common.unet(**SMALL_UNET))
+        backbone = staticmethod(lambda cls, **kw: common.load_backbone(
+            common.backbone_unet(cls.config, **{**SMALL_BB, **kw}), cls))
+    return Small

@@ -32,12 +32,13 @@ def test_parameters_differ_per_sample_and_repeat_with_seed():
     assert not torch.allclose(a[0], a[1]) and not torch.allclose(a[2], a[3])
 
 
-def test_identity_config_is_plain_resize():
+def test_a_whole_image_crop_is_the_validation_resize():
+    """Training crops of the whole image (through the affine grid) and validation resizing (`model_input`) use the
+    same 64->128 geometry."""
     x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     cfg = common.AugmentConfig(scale=(1, 1), ratio=(1, 1), hflip=False, brightness=0, contrast=0, saturation=0)
     out = common.BatchAugment(cfg)(x, gen=torch.Generator().manual_seed(0))
-    ref = torch.nn.functional.interpolate(x.float(), size=128, mode="bilinear", align_corners=False)
-    assert (out - ref).abs().max() < 1e-3
+    assert (out - common.model_input(x)).abs().max() < 1e-3
 
 
 def test_no_augmentation_returns_the_validation_input_and_mask():

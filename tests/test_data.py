@@ -51,7 +51,7 @@ def test_tiny_from_zip_and_cache(tiny_root, tmp_path):
         for f in tiny_root.rglob("*"):
             zf.write(f, f.relative_to(tiny_root.parent))
     a = common.read_tiny_imagenet(zpath, classes=2, progress=False)
-    assert (common.DATA_DIR / "tiny-imagenet-200" / ".unpacked").exists()
+    assert (common.data_root() / "tiny-imagenet-200" / ".unpacked").exists()
     b = common.read_tiny_imagenet(zpath, classes=2, progress=False)     # from the tensor cache
     assert torch.equal(a.images, b.images)
     assert torch.equal(a.images, common.read_tiny_imagenet(tiny_root, classes=2, progress=False).images)
@@ -189,3 +189,12 @@ def test_synthetic_generators_are_deterministic(tmp_path):
     for sub in ("render/render0002.png", "ground/ground0002.png"):
         assert (a / "images" / sub).read_bytes() == (b / "images" / sub).read_bytes()
     assert Image.open(a / "images" / "render" / "render0001.png").size == (96, 64)
+
+
+def test_auto_profile_without_data_runs_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HW_SHARED_DATA", str(tmp_path / "none"))
+    monkeypatch.setenv("HW_DATA_DIR", str(tmp_path / "none2"))
+    assert common.resolve_profile("auto") == "demo"
+    assert "running the 'demo' profile" in capsys.readouterr().out
+    with pytest.raises(common.DataError, match="needs the real data"):
+        common.load_datasets("moon", "cpu")

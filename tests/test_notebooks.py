@@ -14,6 +14,7 @@ import common
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["01_classifier.ipynb", "02_unet.ipynb", "03_backbone_unet.ipynb"]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +130,6 @@ def test_notebook_03_consumes_01_and_02(demo_run):
     assert table["IoU"].iloc[0] == pytest.approx(unet["iou"])
     _, bb = common.load_checkpoint(out / "weights" / "backbone_unet_frozen.pt")
     assert bb["params"] == table["параметров"].iloc[1] and bb["trainable_params"] < bb["params"]
-
-
-def test_auto_profile_without_data_runs_demo(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(common, "SHARED_DATA", tmp_path / "none")
-    monkeypatch.setattr(common, "DATA_DIR", tmp_path / "none2")
-    assert common.resolve_profile("auto") == "demo"
-    assert "running the 'demo' profile" in capsys.readouterr().out
-    with pytest.raises(common.DataError, match="needs the real data"):
-        common.load_datasets("moon", "cpu")
 
 
 def test_bf16_and_fp32_evaluation_agree_on_demo_weights(demo_run):

@@ -1,46 +1,45 @@
 """One decision of the compute precision per device (common.compute_precision), fp32 evaluation, and the time
 estimate before training, which must leave the run it estimates untouched."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 import common
-from test_training import SMALL_CLS, SMALL_UNET, cls_data, moon_data
+import hw.precision
 
-ROOT = Path(common.__file__).parent
+ROOT = common.ROOT
 
 
 @pytest.fixture
 def fresh_decision(monkeypatch):
     """Every call decides anew, from flags and probe results the test sets."""
     monkeypatch.delenv(common.PRECISION_ENV, raising=False)
-    common._decide.cache_clear()
+    hw.precision._decide.cache_clear()
     yield monkeypatch
-    common._decide.cache_clear()
+    hw.precision._decide.cache_clear()
 
 
 def test_cpu_precision_follows_the_flags_and_the_probe_only_vetoes(fresh_decision, capsys):
     probe = {"fp32": 0.02, "bf16": 0.01}
-    fresh_decision.setattr(common, "_probe_cpu", lambda: dict(probe))
-    fresh_decision.setattr(common, "native_bf16", lambda: False)
+    fresh_decision.setattr(hw.precision, "_probe_cpu", lambda: dict(probe))
+    fresh_decision.setattr(hw.precision, "native_bf16", lambda: False)
     p = common.compute_precision("cpu")
     assert (p.name, p.channels_last) == ("fp32", True) and "no native bf16" in p.reason
     assert "precision on cpu: fp32" in capsys.readouterr().out            # printed once, with the reason
     common.compute_precision("cpu")
     assert capsys.readouterr().out == ""
-    common._decide.cache_clear()
-    fresh_decision.setattr(common, "native_bf16", lambda: True)
+    hw.precision._decide.cache_clear()
+    fresh_decision.setattr(hw.precision, "native_bf16", lambda: True)
     assert common.compute_precision("cpu", verbose=False).name == "bf16"      # native and 2x faster
-    common._decide.cache_clear()
+    hw.precision._decide.cache_clear()
     probe["bf16"] = 0.019                                                     # native, but not faster
     p = common.compute_precision("cpu", verbose=False)
     assert p.name == "fp32" and "only 1.1x" in p.reason
 
 
 def test_overrides_argument_then_environment(fresh_decision):
-    fresh_decision.setattr(common, "native_bf16", lambda: False)
+    fresh_decision.setattr(hw.precision, "native_bf16", lambda: False)
     fresh_decision.setenv(common.PRECISION_ENV, "bf16")
     assert common.compute_precision("cpu", verbose=False).name == "bf16"      # forced although emulated
     assert common.compute_precision("cpu", "fp32", verbose=False).name == "fp32"   # the argument wins
@@ -62,15 +61,15 @@ def test_precision_objects_autocast_and_scale_as_named():
     assert common.Precision("cpu", "bf16", True, "").evaluation().name == "fp32"
 
 
-def test_estimate_leaves_the_run_it_estimates_untouched(tiny_root, tmp_path, capsys):
+def test_estimate_leaves_the_run_it_estimates_untouched(cls_data, small, tmp_path, capsys):
     """With the estimate, fit ends exactly as without it (weights, optimiser and random generators untouched),
     prints it, and stores it in best.pt with the precision and the machine."""
-    train, val = cls_data(tiny_root)
+    train, val = cls_data
     cfg = common.TrainConfig(epochs=2, batch_size=30, lr=3e-3, max_steps_per_epoch=2, min_size=64, full_size_at=0.5)
     runs = {}
     for estimate in (False, True):
         torch.manual_seed(0)
-        model = common.Classifier(6, **SMALL_CLS)
+        model = small.classifier()
         runs[estimate] = common.fit(model, train, val, cfg, tmp_path / str(estimate), progress=False,
                                     estimate=estimate), model.state_dict()
     assert runs[True][0].drop(columns=["epoch_time_s", "images_per_s"]).equals(
@@ -81,24 +80,23 @@ def test_estimate_leaves_the_run_it_estimates_untouched(tiny_root, tmp_path, cap
     assert meta["estimated_train_s"] > 0 and meta["precision"] in common.PRECISIONS and meta["machine"]
 
 
-def test_estimate_times_each_kind_of_step_the_schedule_has(moon_root):
+def test_estimate_times_each_kind_of_step_the_schedule_has(moon_data, small):
     """Progressive resizing: both ends of the input sizes; a freeze schedule: frozen and trainable encoder."""
-    train, val = moon_data(moon_root)
+    train, val = moon_data
     cfg = common.TrainConfig(epochs=4, batch_size=6, min_size=64, full_size_at=0.5)
-    est = common.estimate_fit_time(common.unet(**SMALL_UNET), train, val, cfg)
+    est = common.estimate_fit_time(small.unet(), train, val, cfg)
     assert set(est["step_s"]) == {"64 px", "128 px"} and len(est["epoch_s"]) == 4
     assert est["epoch_s"][0] < est["epoch_s"][-1]         # 64 px steps are cheaper than 128 px ones
-    cls = common.Classifier(6, **SMALL_CLS)
-    model = common.backbone_unet(cls.config)
+    model = small.backbone(small.classifier())
     cfg = common.TrainConfig(epochs=3, batch_size=6, freeze_encoder_epochs=1)
     est = common.estimate_fit_time(model, train, val, cfg, first_epoch=0)
     assert set(est["step_s"]) == {"128 px", "128 px, frozen"}
     assert not model.encoder_frozen and all(p.requires_grad for p in model.parameters())   # the model itself
 
 
-def test_reused_weights_keep_their_stored_threshold(moon_root):
-    train, val = moon_data(moon_root)
-    model = common.unet(**SMALL_UNET)
+def test_reused_weights_keep_their_stored_threshold(moon_data, small):
+    val = moon_data[1]
+    model = small.unet()
     chosen = common.segmentation_results(model, val)
     kept = common.segmentation_results(model, val, threshold=0.8)
     assert kept["threshold"] == 0.8 and kept["threshold_table"] is not None

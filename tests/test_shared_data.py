@@ -1,7 +1,12 @@
 """The real archives in ../shared/data, when present (CI has them)."""
+import json
+
+import pytest
 
 import common
 from conftest import SHARED, needs_shared
+
+pytestmark = pytest.mark.slow
 
 
 @needs_shared
@@ -25,17 +30,18 @@ def test_real_moon_zip():
 
 
 @needs_shared
-def test_committed_segmentation_metrics_are_reproduced_on_this_machine():
-    """Reported metrics are computed in fp32 at the threshold stored with the weights, so re-evaluating the
-    committed base U-Net and variant B on any machine (with or without native bf16) gives the committed numbers
+def test_committed_segmentation_weights_are_reused_and_their_metrics_reproduced_on_this_machine():
+    """A fresh clone reuses the committed weights (their run key is what the cpu recipe, the architecture and this
+    data give), and reported metrics are computed in fp32 at the threshold stored with the weights, so re-evaluating
+    the committed base U-Net and variant B on any machine (with or without native bf16) gives the committed numbers
     within the README's tolerance of 0.003 IoU."""
-    import json
-    from pathlib import Path
-    weights = Path(common.__file__).parent / "weights"
-    _, val, _ = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
-    for name in ("unet", "backbone_unet_finetuned"):
+    weights, r = common.ROOT / "weights", common.recipe("cpu")
+    train, val, _ = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
+    for name, cfg, deps in (("unet", r.unet, []), ("backbone_unet_finetuned", r.finetuned,
+                                                   [weights / "backbone_unet_frozen.pt"])):
         committed = json.loads((weights / f"{name}_metrics.json").read_text())
         model, meta = common.load_checkpoint(weights / f"{name}.pt")
+        assert meta["run_key"] == common.run_key(cfg, model, train, val, deps), name
         assert common.stored_threshold(meta)["tta"] == committed["threshold"]
         r = common.segmentation_results(model, val, committed["threshold"])
         assert abs(r["metrics"]["iou"] - committed["iou"]) <= 0.003, name

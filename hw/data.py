@@ -1,0 +1,359 @@
+"""Data: readers of Tiny ImageNet-200 and the moon set (a folder or its zip, decoded once into uint8 tensors cached
+under data/), the in-memory sets, stratified splits."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .core import INPUT_SIZE, MOON_HINT, TINY_URL, DataError, atomic_write, data_root, progress_bar, shared_data
+
+IMAGE_EXTS = {".jpeg", ".jpg", ".png"}
+
+
+def pil_to_rgb(im):
+    """PIL image of any mode -> HxWx3 uint8 array; transparent parts of RGBA/LA/palette images become black."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGB", im.size, (0, 0, 0))
+        bg.paste(rgba, mask=rgba.split()[-1])
+        im = bg
+    return np.asarray(im.convert("RGB"))
+
+
+def _open_rgb(path_or_file, what="image"):
+    """Decode an image fully into an RGB numpy array; grayscale, palette and RGBA images become RGB."""
+    try:
+        with Image.open(path_or_file) as im:
+            im.load()
+            return pil_to_rgb(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"cannot read {what} {path_or_file}: {e}. The file is truncated or not an image; "
+                        f"delete it or unpack the dataset again.") from e
+
+
+def resize(x, size):
+    """The one resize of the project: bilinear with antialiasing on float tensors (N,C,H,W)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x.float()
+    return F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def to_uint8(x):
+    return x.round().clamp_(0, 255).to(torch.uint8)
+
+
+def resize_uint8(arr, size):
+    """HxWx3 uint8 array -> 3xSxS uint8 tensor with `resize`."""
+    x = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None]
+    return to_uint8(resize(x, size))[0]
+
+
+def _unpack_zip(zip_path):
+    """Unpack an archive once into data/<name>/ (a marker file says it finished) and return that folder."""
+    zip_path = Path(zip_path)
+    if not zipfile.is_zipfile(zip_path):
+        raise DataError(f"{zip_path} is not a zip archive (damaged download?). Download it again.")
+    dest = data_root() / zip_path.stem
+    marker = dest / ".unpacked"
+    stamp = f"{zip_path.resolve()} {zip_path.stat().st_size}"
+    if marker.exists() and marker.read_text() == stamp:
+        return dest
+    print(f"unpacking {zip_path} -> {dest} (once)")
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(dest)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise DataError(f"cannot unpack {zip_path}: {e}. The archive is damaged; download it again.") from e
+    marker.write_text(stamp)
+    return dest
+
+
+def _locate(root, marker, name, hint):
+    """Find the dataset folder (the one containing `marker`) in root, in a zip, or one/two levels below."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{name} not found at {root}. Get it from {hint} and pass the folder or the zip.")
+    if root.is_file():
+        root = _unpack_zip(root)
+    for cand in [root, *sorted(root.glob("*")), *sorted(root.glob("*/*"))]:
+        if cand.is_dir() and (cand / marker).exists():
+            return cand
+    raise DataError(f"{root} does not look like {name}: no '{marker}' inside it (or one or two levels below). "
+                    f"Expected the official layout; get the data from {hint}.")
+
+
+def tiny_folder(root):
+    """The Tiny ImageNet-200 folder (the one with wnids.txt) in root, its zip, or one or two levels below."""
+    return _locate(root, "wnids.txt", "Tiny ImageNet-200", TINY_URL)
+
+
+def moon_folder(root):
+    """The moon set's folder (the one with images/render) in root, its zip, or one or two levels below."""
+    return _locate(root, "images/render", "the moon set (MOON_SEGMENTATION_BINARY)", MOON_HINT)
+
+
+def _cache_path(kind, key):
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return data_root() / "cache" / f"{kind}-{digest}.pt"
+
+
+def _source_key(folder, files):
+    """Identify the source by its path and the names/sizes/mtimes of its files."""
+    h = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
+    return {"folder": str(Path(folder).resolve()), "files": h.hexdigest()}
+
+
+def _cached(kind, key, build):
+    path = _cache_path(kind, key)
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            path.unlink()
+    obj = build()
+    atomic_write(path, lambda p: torch.save(obj, p))
+    return obj
+
+
+def _decode_all(paths, decode, desc, progress=True):
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex:
+        return list(progress_bar(ex.map(decode, paths), progress and len(paths) > 500,
+                              total=len(paths), desc=desc, leave=False))
+
+
+@dataclass
+class ImageSet:
+    """Classification data held in memory: images uint8 (N,3,64,64), labels int64 (N,),
+    classes = wnids in label order, names = human-readable names (from words.txt)."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list
+    names: list
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, idx):
+        idx = torch.as_tensor(idx)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.names)
+
+
+@dataclass
+class MaskSet:
+    """Segmentation data held in memory: images uint8 (N,3,S,S), masks uint8 (N,1,S,S) of 0/1,
+    ids = frame numbers, orig_size = (W,H) of the frames on disk."""
+    images: torch.Tensor
+    masks: torch.Tensor
+    ids: list
+    orig_size: tuple = (0, 0)
+
+    def __len__(self):
+        return len(self.masks)
+
+    def subset(self, idx):
+        idx = torch.as_tensor(idx)
+        return MaskSet(self.images[idx], self.masks[idx], [self.ids[i] for i in idx.tolist()], self.orig_size)
+
+    @property
+    def coverage(self):
+        return self.masks.float().mean(dim=(1, 2, 3))
+
+
+def find_dataset(name, data_dir=None):
+    """Where the notebooks look: data_dir (if given), data/, then ../shared/data (the course archives)."""
+    cands = {"tiny": ["tiny-imagenet-200", "tiny-imagenet-200.zip", "tiny-imagenet-200-train100",
+                      "tiny-imagenet-200-train100.zip"],
+             "moon": ["MOON_SEGMENTATION_BINARY", "MOON_SEGMENTATION_BINARY.zip",
+                      "MOON_SEGMENTATION_BINARY-800", "MOON_SEGMENTATION_BINARY-800.zip"]}[name]
+    for base in ([Path(data_dir)] if data_dir else []) + [data_root(), shared_data()]:
+        for c in cands:
+            if (base / c).exists():
+                return base / c
+    return None
+
+
+def _tiny_classes(folder, classes):
+    wnids_file = folder / "wnids.txt"
+    wnids = [w.strip() for w in wnids_file.read_text().split() if w.strip()]
+    if classes is None:
+        chosen = wnids
+    elif isinstance(classes, int):
+        if classes < 1 or classes > len(wnids):
+            raise DataError(f"asked for {classes} classes but {wnids_file} lists {len(wnids)}. "
+                            f"Choose at most {len(wnids)}.")
+        chosen = wnids[:classes]
+    else:
+        chosen = list(classes)
+        unknown = [c for c in chosen if c not in wnids]
+        if unknown:
+            raise DataError(f"classes {unknown[:5]} are not listed in {wnids_file}.")
+    names = {}
+    words = folder / "words.txt"
+    if words.exists():
+        for line in words.read_text(encoding="utf-8", errors="replace").splitlines():
+            wnid, _, text = line.partition("\t")
+            names[wnid] = text.split(",")[0].strip()
+    return chosen, [names.get(c, c) for c in chosen]
+
+
+def read_tiny_imagenet(root, classes=None, split="train", size=64, progress=True):
+    """Read Tiny ImageNet-200 (official layout) into an `ImageSet`.
+
+    root: the dataset folder (with wnids.txt), a folder above it, or the zip.
+    classes: None (all of wnids.txt), N (the first N of wnids.txt) or a list of wnids.
+    split: "train" (train/<wnid>/images/*.JPEG) or "val" (val/images + val/val_annotations.txt).
+    Images are kept at their native 64x64 (any other size is resized to it); the model input is brought to
+    128x128 on the batch (see `BatchAugment` and `model_input`), so memory holds 4x less.
+    """
+    folder = tiny_folder(root)
+    chosen, names = _tiny_classes(folder, classes)
+    label_of = {w: i for i, w in enumerate(chosen)}
+    files, labels = [], []
+    if split == "train":
+        for w in chosen:
+            d = folder / "train" / w / "images"
+            if not d.is_dir():
+                raise DataError(f"class folder {d} is missing (wnids.txt lists {w}). Unpack the dataset again "
+                                f"or choose classes that exist.")
+            imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            if not imgs:
+                raise DataError(f"class folder {d} holds no images. Unpack the dataset again.")
+            files += imgs
+            labels += [label_of[w]] * len(imgs)
+    elif split == "val":
+        ann = folder / "val" / "val_annotations.txt"
+        if not ann.exists():
+            raise DataError(f"{ann} is missing: the official val split needs val/images and val_annotations.txt.")
+        for line in ann.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2 and parts[1] in label_of:
+                p = folder / "val" / "images" / parts[0]
+                if not p.exists():
+                    raise DataError(f"{ann} names {parts[0]}, but {p} does not exist. Unpack the dataset again.")
+                files.append(p)
+                labels.append(label_of[parts[1]])
+        if not files:
+            raise DataError(f"{ann} names no image of the chosen classes.")
+    else:
+        raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+
+    key = {"source": _source_key(folder, files), "classes": chosen, "split": split, "size": size}
+
+    def build():
+        arrs = _decode_all(files, lambda f: resize_uint8(_open_rgb(f), size), f"decoding {split}", progress)
+        return {"images": torch.stack(arrs), "labels": torch.tensor(labels, dtype=torch.int64)}
+
+    data = _cached("tiny", key, build)
+    return ImageSet(data["images"], data["labels"], chosen, names)
+
+
+def _mask_from_array(arr, path):
+    """Grayscale 0/255 (or 0/1) masks, or the original RGB convention (red sky, green small rocks,
+    blue large rocks, black ground) -> bool rock mask."""
+    if arr.ndim == 3 and arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1])
+                                                      and np.array_equal(arr[..., 1], arr[..., 2])):
+        rgb = arr[..., :3].astype(np.int16)
+        hi = rgb >= 128
+        pure = (np.abs(rgb - np.where(hi, 255, 0)) <= 60).all(-1)      # every channel near 0 or 255
+        one_hot = hi.sum(-1) <= 1                                       # black, red, green or blue
+        if not (pure & one_hot).mean() > 0.99:
+            raise DataError(f"mask {path} is RGB but not the dataset's colour convention "
+                            f"(black ground, red sky, green/blue rocks). Use 0/255 masks or the original ones.")
+        return hi[..., 1] | hi[..., 2]
+    g = arr if arr.ndim == 2 else arr[..., 0]
+    values = np.unique(g)
+    if set(values.tolist()) <= {0, 255}:
+        return g == 255
+    if set(values.tolist()) <= {0, 1}:
+        return g == 1
+    raise DataError(f"mask {path} has values {values[:8].tolist()}... but a binary mask holds only 0 and 255 "
+                    f"(or 0 and 1). Re-export the masks or use the course's binarised set.")
+
+
+def read_moon(root, size=INPUT_SIZE, progress=True):
+    """Read MOON_SEGMENTATION_BINARY (images/render/renderNNNN.png + images/ground/groundNNNN.png) into a
+    `MaskSet` at size x size.
+
+    Whole frames are resized (not cropped) to size x size with `resize`, so every output pixel maps to a
+    known region of the frame whatever its size (360x240 here, 720x480 originals): the 3:2 frame is squeezed
+    horizontally by 1.5. Masks are resized as area fractions and thresholded at 0.5.
+    A mask of another size than its render is resized to the render's size first (with a warning).
+    """
+    folder = moon_folder(root)
+    rdir, gdir = folder / "images" / "render", folder / "images" / "ground"
+    if not gdir.is_dir():
+        raise DataError(f"{gdir} is missing: every render needs its mask in images/ground/groundNNNN.png.")
+    num = lambda p, pre: p.stem[len(pre):]
+    renders = {num(p, "render"): p for p in rdir.iterdir()
+               if p.suffix.lower() in IMAGE_EXTS and p.stem.startswith("render")}
+    grounds = {num(p, "ground"): p for p in gdir.iterdir()
+               if p.suffix.lower() in IMAGE_EXTS and p.stem.startswith("ground")}
+    if not renders:
+        raise DataError(f"{rdir} holds no renderNNNN.png files.")
+    if set(renders) - set(grounds):
+        k = sorted(set(renders) - set(grounds))[0]
+        raise DataError(f"render {renders[k]} has no mask {gdir}/ground{k}.png. Restore the mask or remove "
+                        f"the render.")
+    if set(grounds) - set(renders):
+        k = sorted(set(grounds) - set(renders))[0]
+        raise DataError(f"mask {grounds[k]} has no render {rdir}/render{k}.png. Restore the render or remove "
+                        f"the mask.")
+    ids = sorted(renders)
+    files = [renders[i] for i in ids] + [grounds[i] for i in ids]
+    key = {"source": _source_key(folder, files), "size": size}
+
+    def decode(i):
+        img = _open_rgb(renders[i], "render")
+        try:
+            with Image.open(grounds[i]) as m:
+                m.load()
+                marr = np.asarray(m.convert("RGB") if m.mode in ("P", "RGBA", "LA", "CMYK") else m)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"cannot read mask {grounds[i]}: {e}. Unpack the dataset again.") from e
+        mask = _mask_from_array(marr, grounds[i])
+        if mask.shape != img.shape[:2]:
+            print(f"warning: mask {grounds[i].name} is {mask.shape[1]}x{mask.shape[0]} but its render is "
+                  f"{img.shape[1]}x{img.shape[0]}; resizing the mask to the render")
+            mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                (img.shape[1], img.shape[0]), Image.BILINEAR)) >= 128
+        m = resize(torch.from_numpy(mask.astype(np.float32))[None, None], size)[0] >= 0.5
+        return resize_uint8(img, size), m.to(torch.uint8), (img.shape[1], img.shape[0])
+
+    def build():
+        out = _decode_all(ids, decode, "decoding moon frames", progress)
+        return {"images": torch.stack([o[0] for o in out]), "masks": torch.stack([o[1] for o in out]),
+                "orig_size": torch.tensor(out[0][2])}
+
+    data = _cached("moon", key, build)
+    return MaskSet(data["images"], data["masks"], [int(i) if i.isdigit() else i for i in ids],
+                   tuple(data["orig_size"].tolist()))
+
+
+def stratified_split(strata, val_fraction=0.1, seed=0):
+    """Stratified train/val indices (scikit-learn, fixed seed)."""
+    from sklearn.model_selection import train_test_split
+    strata = np.asarray(strata)
+    idx = np.arange(len(strata))
+    tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=strata)
+    return np.sort(tr), np.sort(va)
+
+
+def coverage_bins(coverage, n_bins=5):
+    """Quantile bins of rock coverage, the strata of the moon split."""
+    cov = np.asarray(coverage, dtype=np.float64)
+    edges = np.quantile(cov, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.searchsorted(edges, cov, side="right")

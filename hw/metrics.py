@@ -1,0 +1,88 @@
+"""Metrics: IoU / Dice / pixel accuracy from per-image confusion counts (micro and per image), the threshold
+that maximises IoU, top-k accuracy, errors with a pixel tolerance, bootstrap intervals over images."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+def confusion_counts(logits, target, threshold=0.5):
+    """Per-image tp, fp, fn, tn (int64, shape (N,)) for binary masks; rock = sigmoid(logit) > threshold."""
+    pred = torch.sigmoid(logits.float()) > threshold
+    t = target > 0.5
+    dims = tuple(range(1, pred.dim()))
+    tp = (pred & t).sum(dims)
+    fp = (pred & ~t).sum(dims)
+    fn = (~pred & t).sum(dims)
+    tn = (~pred & ~t).sum(dims)
+    return torch.stack([tp, fp, fn, tn], 1).long()
+
+
+def seg_metrics(counts):
+    """IoU, Dice, pixel accuracy from (N,4) counts: micro (global sums over the split) and per-image means.
+    Empty rule: an image with no rock in mask and prediction has IoU = Dice = 1 (nothing to find, nothing
+    found); micro metrics are 0/0 only if the whole split has no rock, and then also 1."""
+    c = counts.double()
+    tp, fp, fn, tn = c.unbind(1)
+    div = lambda a, b: torch.where(b > 0, a / b.clamp(min=1), torch.ones_like(a))
+    T = c.sum(0)
+    out = {"iou": float(div(T[0], T[0] + T[1] + T[2])), "dice": float(div(2 * T[0], 2 * T[0] + T[1] + T[2])),
+           "pixel_acc": float((T[0] + T[3]) / T.sum())}
+    out["iou_per_image"] = float(div(tp, tp + fp + fn).mean())
+    out["dice_per_image"] = float(div(2 * tp, 2 * tp + fp + fn).mean())
+    return out
+
+
+def per_image_iou(counts):
+    c = counts.double()
+    tp, fp, fn, _ = c.unbind(1)
+    return torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp(min=1), torch.ones_like(tp))
+
+
+def paired_bootstrap_iou(counts_a, counts_b, n=2000, seed=0, level=0.95):
+    """How much the micro IoU difference b - a depends on which images the validation split happened to hold:
+    both models' per-image counts (N,4) resampled with the same images n times. Returns the difference on the
+    split itself and the central `level` interval of the resampled differences."""
+    if counts_a.shape != counts_b.shape:
+        raise ValueError("the two models must be scored on the same images")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(counts_a), (n, len(counts_a)), generator=g)
+    iou = lambda c: c[..., 0] / (c[..., 0] + c[..., 1] + c[..., 2]).clamp(min=1)      # noqa: E731
+    diffs = iou(counts_b.double()[idx].sum(1)) - iou(counts_a.double()[idx].sum(1))
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(diffs, q).tolist()
+    return {"diff": float(iou(counts_b.double().sum(0)) - iou(counts_a.double().sum(0))), "low": lo, "high": hi}
+
+
+def tolerant_scores(pred, target, radii=(0, 1, 2, 4)):
+    """Where the errors are: precision, recall and F1 when a pixel within r pixels (a (2r+1)^2 square) counts
+    as a hit. r = 0 gives the usual scores (F1 = micro Dice). An outline off by a pixel or two stops counting
+    at r = 2..4; a rock missed or invented does not, so a gap between two models that stays as r grows is
+    about what they detect, not about how finely they draw it. pred, target: (N,1,H,W) bool or 0/1."""
+    p, t = pred.float(), (target > 0.5).float()
+    near = lambda x, r: F.max_pool2d(x, 2 * r + 1, 1, r) if r else x   # noqa: E731
+    out = {}
+    for r in radii:
+        prec = float((p * near(t, r)).sum()) / max(float(p.sum()), 1.0)
+        rec = float((t * near(p, r)).sum()) / max(float(t.sum()), 1.0)
+        out[f"F1 ±{r} px"] = 2 * prec * rec / max(prec + rec, 1e-12)
+        if r in (radii[0], radii[-1]):
+            out[f"precision ±{r} px"], out[f"recall ±{r} px"] = prec, rec
+    return out
+
+
+def topk_correct(logits, labels, ks=(1, 5)):
+    """Number of samples whose label is among the top-k logits, for each k."""
+    top = logits.topk(max(ks), dim=1).indices
+    hit = top == labels[:, None]
+    return {k: int(hit[:, :k].any(1).sum()) for k in ks}
+
+
+def best_threshold(logits, masks, grid=np.arange(0.2, 0.81, 0.05)):
+    """The probability threshold that maximises micro IoU on a split; returns (threshold, table)."""
+    import pandas as pd
+    rows = [{"threshold": round(float(t), 2), **seg_metrics(confusion_counts(logits, masks, float(t)))}
+            for t in grid]
+    table = pd.DataFrame(rows)
+    return float(table.loc[table["iou"].idxmax(), "threshold"]), table
+
