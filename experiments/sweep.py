@@ -1,12 +1,14 @@
 """Recipe experiments on top of the product's recipes: a candidate is one model's recipe of a profile
 (`common.PROFILES`, the recipe the notebooks train with) plus named changes, trained with `common.fit` on that
 profile's data and splits, with one or more seeds. Every run writes <out>/<name>_seed<k>.json (the best validation
-metric, its epoch, the history, and the flip-TTA metrics of the best model); `summary` prints them as one table and
-`collect` adds them to a results file under experiments/results/.
+metric, its epoch, the history, and the flip-TTA metrics of the best model, all on the validation split: the test
+split is never loaded here); `summary` prints them as one table and `collect` adds them to a results file under
+experiments/results/.
 
     python experiments/sweep.py run unet --name bce_only --set dice_weight=0 --seeds 0 1
     python experiments/sweep.py run unet --name flips --set augment.hflip=True augment.vflip=True
     python experiments/sweep.py run finetuned --name enc03 --set encoder_lr_mult=0.3 --init weights/backbone_unet_frozen.pt
+    python experiments/sweep.py run frozen --name hybrid_A --branch 32 64 128 --branch-from weights/unet.pt
     python experiments/sweep.py summary runs/sweep
     python experiments/sweep.py collect runs/sweep --into experiments/results/<file>.json --round <n>
 
@@ -35,15 +37,18 @@ def candidate(profile, model, changes, seed):
     return dataclasses.replace(cfg, **train, augment=dataclasses.replace(cfg.augment, **aug))
 
 
-def build(model, classifier, init):
-    """A fresh model of the kind the notebooks train: the classifier, the base U-Net, or the literal backbone U-Net
-    on a trained classifier (variant B from a trained variant A with --init)."""
+def build(model, classifier, init, branch=(), branch_from=None):
+    """A fresh model of the kind the notebooks train: the classifier, the base U-Net, or the backbone U-Net on a
+    trained classifier (variant B from a trained variant A with --init). branch: the extension's high-resolution
+    branch (`backbone_unet(branch=...)`), started from a trained base U-Net's levels with branch_from."""
     if model == "unet":
         return common.unet()
     cls, _ = common.load_checkpoint(classifier, expect_task="classification")
     if model == "classifier":
         return common.Classifier(cls.config["num_classes"])
-    seg = common.load_backbone(common.backbone_unet(cls.config), cls)
+    seg = common.load_backbone(common.backbone_unet(cls.config, branch=tuple(branch)), cls)
+    if branch_from:
+        common.load_branch(seg, common.load_checkpoint(branch_from, expect_task="segmentation")[0])
     if init:
         seg.load_state_dict(common.load_checkpoint(init, expect_task="segmentation")[0].state_dict())
     return seg
@@ -59,11 +64,11 @@ def run(args):
         if args.smoke:       # a check of the script itself: 2 epochs of 2 batches, a small validation split
             cfg, val = dataclasses.replace(cfg, epochs=2, max_steps_per_epoch=2), val.subset(range(min(16, len(val))))
         t0 = time.time()
-        hist = common.fit(build(args.model, args.classifier, args.init), train, val, cfg, Path(args.out) / name,
-                          progress=False)
+        hist = common.fit(build(args.model, args.classifier, args.init, args.branch, args.branch_from), train, val, cfg,
+                          Path(args.out) / name, progress=False)
         best, _ = common.load_checkpoint(Path(args.out) / name / "best.pt")
         res = {"name": name, "candidate": args.name, "model": args.model, "profile": args.profile, "seed": seed,
-               "changes": changes, "config": json.loads(json.dumps(cfg.key())), "wall_s": time.time() - t0,
+               "changes": changes, "architecture": best.config, "config": json.loads(json.dumps(cfg.key())), "wall_s": time.time() - t0,
                "machine": common.machine(), "precision": common.compute_precision(verbose=False).name,
                "best_epoch": int(hist[[c for c in hist if c in ("val_top1", "val_iou")][0]].idxmax()) + 1,
                "history": hist.to_dict(orient="list")}
@@ -114,6 +119,8 @@ def main(argv=None):
     r.add_argument("--out", default="runs/sweep")
     r.add_argument("--classifier", default=str(common.ROOT / "weights" / "classifier.pt"))
     r.add_argument("--init", default=None, help="a backbone U-Net checkpoint to start from (variant B from A)")
+    r.add_argument("--branch", nargs="*", type=int, default=[], help="the extension: high-resolution branch widths")
+    r.add_argument("--branch-from", default=None, help="a base U-Net checkpoint whose upper levels start the branch")
     r.add_argument("--smoke", action="store_true", help="2 epochs of 2 batches per run (checks the script)")
     s = sub.add_parser("summary")
     s.add_argument("out")

@@ -155,7 +155,7 @@ class ImageSet:
 @dataclass
 class MaskSet:
     """Segmentation data held in memory: images uint8 (N,3,S,S), masks uint8 (N,1,S,S) of 0/1,
-    ids = frame numbers, orig_size = (W,H) of the frames on disk."""
+    ids = frame numbers, orig_size = (W,H) of the frames on disk. `broken` marks renders that lost their ground."""
     images: torch.Tensor
     masks: torch.Tensor
     ids: list
@@ -171,6 +171,21 @@ class MaskSet:
     @property
     def coverage(self):
         return self.masks.float().mean(dim=(1, 2, 3))
+
+    @property
+    def broken(self):
+        """Frames whose render lost its ground while the mask kept its rocks (frame 750 of the course's set is one):
+        at least half of the lower half of the frame is pure black (0, 0, 0), and the mask marks rock on at least
+        1 % of those black pixels. A real render is never pure black where the ground is (shadows keep some light);
+        its sky, pure black, is in the upper part and holds no rock."""
+        h = self.images.shape[-2] // 2
+        black = (self.images[:, :, h:].amax(1) == 0).flatten(1)
+        rock = self.masks[:, 0, h:].bool().flatten(1)
+        n_black = black.sum(1)
+        return (n_black >= black.shape[1] / 2) & ((black & rock).sum(1) >= 0.01 * n_black)
+
+    def without_broken(self):
+        return self.subset(torch.nonzero(~self.broken).flatten())
 
 
 def find_dataset(name, data_dir=None):

@@ -39,19 +39,43 @@ def per_image_iou(counts):
     return torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp(min=1), torch.ones_like(tp))
 
 
+def _micro_iou(c):
+    """Micro IoU of summed counts (..., 4)."""
+    return c[..., 0] / (c[..., 0] + c[..., 1] + c[..., 2]).clamp(min=1)
+
+
+def _resampled(n_items, n, seed):
+    """n bootstrap resamples (with replacement) of n_items indices, from a private generator."""
+    return torch.randint(0, n_items, (n, n_items), generator=torch.Generator().manual_seed(seed))
+
+
+def _interval(samples, level):
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    return torch.quantile(samples.double(), q).tolist()
+
+
+def bootstrap_iou(counts, n=2000, seed=0, level=0.95):
+    """[low, high]: the central `level` interval of the micro IoU over the split's images resampled with replacement
+    n times, i.e. how much the score depends on which images the split happened to hold. counts: (N,4)."""
+    return _interval(_micro_iou(counts.double()[_resampled(len(counts), n, seed)].sum(1)), level)
+
+
+def bootstrap_accuracy(correct, n=2000, seed=0, level=0.95):
+    """[low, high] of an accuracy over the split's images resampled n times. correct: (N,) bool."""
+    return _interval(correct.double()[_resampled(len(correct), n, seed)].mean(1), level)
+
+
 def paired_bootstrap_iou(counts_a, counts_b, n=2000, seed=0, level=0.95):
-    """How much the micro IoU difference b - a depends on which images the validation split happened to hold:
-    both models' per-image counts (N,4) resampled with the same images n times. Returns the difference on the
-    split itself and the central `level` interval of the resampled differences."""
+    """How much the micro IoU difference b - a depends on which images the split happened to hold: both models'
+    per-image counts (N,4) resampled with the same images n times. Returns the difference on the split itself and
+    the central `level` interval of the resampled differences."""
     if counts_a.shape != counts_b.shape:
         raise ValueError("the two models must be scored on the same images")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(counts_a), (n, len(counts_a)), generator=g)
-    iou = lambda c: c[..., 0] / (c[..., 0] + c[..., 1] + c[..., 2]).clamp(min=1)      # noqa: E731
-    diffs = iou(counts_b.double()[idx].sum(1)) - iou(counts_a.double()[idx].sum(1))
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
-    lo, hi = torch.quantile(diffs, q).tolist()
-    return {"diff": float(iou(counts_b.double().sum(0)) - iou(counts_a.double().sum(0))), "low": lo, "high": hi}
+    idx = _resampled(len(counts_a), n, seed)
+    diffs = _micro_iou(counts_b.double()[idx].sum(1)) - _micro_iou(counts_a.double()[idx].sum(1))
+    lo, hi = _interval(diffs, level)
+    return {"diff": float(_micro_iou(counts_b.double().sum(0)) - _micro_iou(counts_a.double().sum(0))),
+            "low": lo, "high": hi}
 
 
 def tolerant_scores(pred, target, radii=(0, 1, 2, 4)):

@@ -16,7 +16,7 @@ from .checkpoints import load_checkpoint, save_checkpoint, weights_digest
 from .core import MOON_HINT, ROOT, TINY_URL, CheckpointError, DataError, atomic_write, count_params, data_root, \
     save_json, seed_everything
 from .data import coverage_bins, find_dataset, read_moon, read_tiny_imagenet, stratified_split, tiny_folder
-from .metrics import best_threshold, confusion_counts, per_image_iou, seg_metrics, topk_correct
+from .metrics import best_threshold, bootstrap_iou, confusion_counts, per_image_iou, seg_metrics, topk_correct
 from .precision import compute_precision, environment
 from .synthetic import make_synthetic_moon, make_synthetic_tiny_imagenet
 from .evaluation import predict
@@ -58,7 +58,8 @@ PROFILES = {
     # (it shows that the pipeline works, not the quality)
     "demo": _recipe(10, dict(epochs=3, batch_size=64, lr=3e-3, min_size=64, full_size_at=0.6),
                     dict(epochs=4, batch_size=16, lr=3e-3), dict(epochs=3), dict(epochs=2),
-                    synthetic={"n_classes": 10, "n_train": 40, "n_val": 10, "n_moon": 40, "moon_size": (360, 240)}),
+                    synthetic={"n_classes": 10, "n_train": 40, "n_val": 10, "n_moon": 40, "moon_size": (360, 240),
+                               "broken": (5, 18, 31)}),
     # the real data on 2 CPU cores; the classifier grows its input 64 -> 128 px until 85 % of its epochs
     "cpu": _recipe(100, dict(epochs=20, batch_size=128, lr=3e-3, min_size=64, full_size_at=0.85),
                    dict(epochs=40, batch_size=16, lr=3e-3), dict(epochs=20), dict(epochs=30)),
@@ -130,9 +131,17 @@ def setup(profile="auto", data_dir=None, output_dir=".", seed=0, precision="auto
 
 
 # ---------------------------------------------------------------------------------------------------- data
+MOON_TEST, MOON_VAL = 0.2, 0.15      # fractions of all moon frames in the test and validation splits
+
+
 def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=True, classes=None):
     """The data of one notebook for a profile: real data, or synthetic stand-ins written under out_dir/data.
-    kind 'tiny' -> (train, val, test_or_None, info); kind 'moon' -> (train, val, info)."""
+    Returns (train, val, test, info).
+    tiny: a stratified 90/10 train/val split of the train images; test = the official validation images of the
+    chosen classes (None where the archive has none).
+    moon: train / val / test = 65 / 15 / 20 % of the frames, stratified by rock coverage (fixed seed); the test split
+    is for the final report only. Broken frames (`MaskSet.broken`) are dropped from train and kept in val and test;
+    info says how many there are."""
     syn = PROFILES[profile].synthetic
     if syn:
         base = Path(out_dir) / "data" / "synthetic"
@@ -143,7 +152,7 @@ def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=T
         else:
             root = base / "MOON_SEGMENTATION_BINARY"
             if not (root / "images" / "ground" / f"ground{syn['n_moon']:04d}.png").exists():
-                make_synthetic_moon(root, syn["n_moon"], syn["moon_size"], seed)
+                make_synthetic_moon(root, syn["n_moon"], syn["moon_size"], seed, broken=syn["broken"])
     else:
         root = find_dataset(kind, data_dir)
         if root is None:
@@ -158,9 +167,14 @@ def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=T
                 if (tiny_folder(root) / "val" / "val_annotations.txt").exists() else None)
         return full.subset(tr), full.subset(va), test, info
     full = read_moon(root, progress=progress)
-    tr, va = stratified_split(coverage_bins(full.coverage, 5), 0.2, seed)
-    info["orig_size"] = list(full.orig_size)
-    return full.subset(tr), full.subset(va), info
+    strata = coverage_bins(full.coverage, 5)
+    rest, te = stratified_split(strata, MOON_TEST, seed)
+    tr, va = stratified_split(strata[rest], MOON_VAL / (1 - MOON_TEST), seed)
+    train, broken = full.subset(rest[tr]), full.broken
+    info.update(orig_size=list(full.orig_size), n_frames=len(full), n_broken=int(broken.sum()),
+                broken_ids=[full.ids[i] for i in torch.nonzero(broken).flatten().tolist()],
+                n_broken_train=int(train.broken.sum()))
+    return train.without_broken(), full.subset(rest[va]), full.subset(te), info
 
 
 def data_signature(train, val):
@@ -250,6 +264,19 @@ def segmentation_scores(logits, masks, threshold=None):
     counts = confusion_counts(logits, masks, threshold)
     return {"probs": torch.sigmoid(logits), "counts": counts, "threshold": threshold, "threshold_table": table,
             "iou_per_image": per_image_iou(counts), "metrics": {"threshold": threshold, **seg_metrics(counts)}}
+
+
+def split_scores(counts):
+    """Micro IoU, Dice, pixel accuracy of a split's per-image counts, and the 95 % bootstrap interval of the IoU."""
+    m = seg_metrics(counts)
+    return {"iou": m["iou"], "dice": m["dice"], "pixel_acc": m["pixel_acc"], "iou_ci": bootstrap_iou(counts),
+            "n": len(counts)}
+
+
+def held_out_scores(result, test):
+    """The "test" object of a metrics file from `segmentation_results` on the test split (at a threshold fixed on
+    val): the scores with their interval, on all test frames and without the broken ones."""
+    return {**split_scores(result["counts"]), "without_broken": split_scores(result["counts"][~test.broken])}
 
 
 def stored_threshold(meta):

@@ -59,6 +59,11 @@ def formatted(df, formats=None, precision=None):
     return out
 
 
+def interval(ci, fmt="{:.3f}"):
+    """A [low, high] interval as text, "low–high" ("—" where there is none)."""
+    return f"{fmt.format(ci[0])}–{fmt.format(ci[1])}" if ci else "—"
+
+
 def latex_table(df):
     """A DataFrame as a LaTeX table (special characters escaped), shrunk to the page width when wider."""
     body = df.to_latex(escape=True)

@@ -64,10 +64,11 @@ def _smooth_noise(rng, h, w, cells):
     return t[0, 0].clamp(0, 1).numpy()
 
 
-def make_synthetic_moon(root, n=40, size=(720, 480), seed=0):
+def make_synthetic_moon(root, n=40, size=(720, 480), seed=0, broken=()):
     """Write procedural lunar scenes in the moon set's layout (images/render, images/ground) into `root`:
     a dark sky band, shaded regolith with texture, rocks of many sizes lit from one side with shadows;
-    the ground masks mark the rocks (0/255). Deterministic for a seed. Returns root."""
+    the ground masks mark the rocks (0/255). The frames numbered in `broken` lose their ground as some of the real
+    renders do: the lower half of the render turns pure black, the mask stays. Deterministic for a seed. Returns root."""
     root = Path(root)
     w, h = size
     (root / "images" / "render").mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,8 @@ def make_synthetic_moon(root, n=40, size=(720, 480), seed=0):
         img[sky] = 0.03 + 0.02 * rng.random((int(sky.sum()), 1))
         mask &= ~sky
         img = np.clip(img + rng.normal(0, 0.015, img.shape), 0, 1)
+        if i in broken:
+            img[h // 2:] = 0
         Image.fromarray((img * 255).astype(np.uint8)).save(root / "images" / "render" / f"render{i:04d}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / "images" / "ground" / f"ground{i:04d}.png")
     return root

@@ -198,3 +198,19 @@ def test_auto_profile_without_data_runs_demo(tmp_path, monkeypatch, capsys):
     assert "running the 'demo' profile" in capsys.readouterr().out
     with pytest.raises(common.DataError, match="needs the real data"):
         common.load_datasets("moon", "cpu")
+
+
+def test_broken_frames_are_found_and_kept_out_of_training_only(tmp_path):
+    """Renders whose lower half is pure black while the mask has rocks there are `broken`; the moon splits are
+    65 / 15 / 20 %, stratified, disjoint, and only train loses its broken frames."""
+    root = common.make_synthetic_moon(tmp_path / "m", n=40, size=(240, 160), seed=0, broken=(3, 12, 20, 33))
+    ds = common.read_moon(root, progress=False)
+    assert [ds.ids[i] for i in torch.nonzero(ds.broken).flatten().tolist()] == [3, 12, 20, 33]
+    assert len(ds.without_broken()) == 36 and not ds.without_broken().broken.any()
+    train, val, test, info = common.load_datasets("moon", "demo", out_dir=tmp_path, progress=False)
+    assert (len(val), len(test)) == (6, 8) and info["n_frames"] == 40
+    assert len(train) == 26 - info["n_broken_train"] and not train.broken.any()
+    assert int(val.broken.sum()) + int(test.broken.sum()) + info["n_broken_train"] == info["n_broken"] == 3
+    assert not (set(train.ids) & set(val.ids) or set(train.ids) & set(test.ids) or set(val.ids) & set(test.ids))
+    again = common.load_datasets("moon", "demo", out_dir=tmp_path, progress=False)
+    assert again[2].ids == test.ids                                          # fixed seed: the same test split

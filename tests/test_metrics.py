@@ -84,3 +84,20 @@ def test_paired_bootstrap_interval_covers_noise_and_excludes_a_clear_gain():
     assert r["diff"] == pytest.approx(0, abs=1e-12) and r["low"] < -1e-3 and r["high"] > 1e-3
     with pytest.raises(ValueError, match="same images"):
         common.paired_bootstrap_iou(base, base[:10])
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_images():
+    g = torch.Generator().manual_seed(0)
+    def counts(n):      # per-image tp, fp, fn, tn of a model with IoU around 0.6
+        tp = torch.randint(50, 150, (n,), generator=g)
+        return torch.stack([tp, tp // 3, tp // 3, 4000 - tp], 1)
+    small, large = counts(40), counts(640)
+    lo, hi = common.bootstrap_iou(small)
+    iou = common.seg_metrics(small)["iou"]
+    assert lo < iou < hi
+    lo2, hi2 = common.bootstrap_iou(large)
+    assert hi2 - lo2 < (hi - lo) / 2                   # 16x the images: about a quarter of the width
+    assert common.bootstrap_iou(small) == [lo, hi]     # a private generator: the same interval every time
+    correct = torch.rand(400, generator=g) < 0.6
+    lo, hi = common.bootstrap_accuracy(correct)
+    assert lo < float(correct.double().mean()) < hi and hi - lo < 0.12

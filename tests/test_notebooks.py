@@ -74,7 +74,7 @@ def check_pdf(report, nb_dir, notebooks=NOTEBOOKS):
     if "02_unet.ipynb" in texts:
         assert "Бинарная сегментация камней на рендерах лунной поверхности" in texts["02_unet.ipynb"]
     if "03_backbone_unet.ipynb" in texts:
-        assert "время обучения, мин" in texts["03_backbone_unet.ipynb"]      # the comparison table's last column
+        assert "обучение, мин" in texts["03_backbone_unet.ipynb"]      # the comparison table's last column
 
 
 def pdf_engines():
@@ -110,6 +110,12 @@ def test_demo_run_writes_weights_and_figures(demo_run):
         assert meta["synthetic"] is True and meta["profile"] == "demo"
         summary = json.loads((out / "weights" / f"{name}_metrics.json").read_text())
         assert summary["params"] == common.count_params(model)
+        t = summary["test"]                     # the held-out split, beside the flat validation keys
+        if name == "classifier":
+            assert t["n"] > 0 and t["top1_ci"][0] <= t["top1"] <= t["top1_ci"][1]
+        else:
+            assert {"iou", "dice", "pixel_acc", "iou_ci", "n", "without_broken"} <= set(t) and "iou" in summary
+            assert t["iou_ci"][0] <= t["iou"] <= t["iou_ci"][1] and t["without_broken"]["n"] <= t["n"]
     timings = json.loads((out / "weights" / "timings.json").read_text())
     assert set(timings["minutes"]) == set(timings["dates"]) == set(NOTEBOOKS)   # each with when it was measured
     for fig in ("01_curves.png", "01_samples.png", "01_confusion.png", "02_curves.png", "02_predictions.png",
@@ -127,9 +133,12 @@ def test_notebook_03_consumes_01_and_02(demo_run):
     assert f"базовый U-Net: IoU {unet['iou']:.3f}" in text
     import pandas as pd
     table = pd.read_csv(out / "weights" / "comparison.csv", index_col=0)
-    assert table["IoU"].iloc[0] == pytest.approx(unet["iou"])
+    assert table["IoU val"].iloc[0] == pytest.approx(unet["iou"])
+    assert table["IoU test"].iloc[0] == pytest.approx(unet["test"]["iou"])
     _, bb = common.load_checkpoint(out / "weights" / "backbone_unet_frozen.pt")
     assert bb["params"] == table["параметров"].iloc[1] and bb["trainable_params"] < bb["params"]
+    assert bb["trainable_params"] == table["обучаемых"].iloc[1] == bb["params"] - sum(
+        p.numel() for p in common.load_checkpoint(out / "weights" / "classifier.pt")[0].encoder.parameters())
 
 
 def test_bf16_and_fp32_evaluation_agree_on_demo_weights(demo_run):

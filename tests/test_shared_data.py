@@ -36,7 +36,8 @@ def test_committed_segmentation_weights_are_reused_and_their_metrics_reproduced_
     the committed base U-Net and variant B on any machine (with or without native bf16) gives the committed numbers
     within the README's tolerance of 0.003 IoU."""
     weights, r = common.ROOT / "weights", common.recipe("cpu")
-    train, val, _ = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
+    train, val, test, info = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
+    assert (len(val), len(test)) == (120, 160) and 750 in info["broken_ids"] and not train.broken.any()
     for name, cfg, deps in (("unet", r.unet, []), ("backbone_unet_finetuned", r.finetuned,
                                                    [weights / "backbone_unet_frozen.pt"])):
         committed = json.loads((weights / f"{name}_metrics.json").read_text())
