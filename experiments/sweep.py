@@ -64,6 +64,7 @@ def run(args):
         if args.smoke:       # a check of the script itself: 2 epochs of 2 batches, a small validation split
             cfg, val = dataclasses.replace(cfg, epochs=2, max_steps_per_epoch=2), val.subset(range(min(16, len(val))))
         t0 = time.time()
+        common.seed_everything(seed)        # the initial weights too are the seed's, whatever ran before in this process
         hist = common.fit(build(args.model, args.classifier, args.init, args.branch, args.branch_from), train, val, cfg,
                           Path(args.out) / name, progress=False)
         best, _ = common.load_checkpoint(Path(args.out) / name / "best.pt")
