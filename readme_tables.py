@@ -155,6 +155,54 @@ def sweep_table():
     return "\n".join(lines) if lines else "_No recipe search saved yet._"
 
 
+def checklist_table():
+    """The course task, point by point: where the report shows it and its number (from the metrics files and the
+    recipes of the cpu profile)."""
+    sys.path.insert(0, str(ROOT))
+    import common
+    w = ROOT / "weights"
+    m = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in
+         ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned") if (w / f"{n}_metrics.json").exists()}
+    if len(m) < 4:
+        return "_No committed run yet._"
+    r = common.recipe(m["unet"]["profile"])
+    cls, u, a, b = m["classifier"], m["unet"], m["backbone_unet_frozen"], m["backbone_unet_finetuned"]
+    unet_cfg = common.load_checkpoint(w / "unet.pt")[0].config
+    bb_cfg = common.load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
+    aug = r.classifier.augment
+    ci = lambda c, fmt=".3f": f"{format(c[0], fmt)}–{format(c[1], fmt)}"      # noqa: E731
+    test = lambda x: f"test IoU {x['test']['iou']:.3f} ({ci(x['test']['iou_ci'])})"      # noqa: E731
+    rows = [
+        ("1", "own CNN, at most ~5M parameters, 128×128×3 input", "01 · Архитектура", f"{cls['params']:,} parameters"),
+        ("1", "Tiny ImageNet-200 brought to 128×128 (any number of classes), own stratified split", "01 · Данные",
+         f"{cls['classes']} classes; {cls['n_val']} validation images, stratified 90/10"),
+        ("1", "augmentations", "01 · Аугментации (figure)",
+         f"random resized crop ({aug.scale[0]:.0%}–{aug.scale[1]:.0%} of the area), h-flip, colour ±{aug.brightness:.0%}"),
+        ("1", "loss and accuracy curves", "01 · Обучение (figure, table)", f"{r.classifier.epochs} epochs, best {cls['best_epoch']}"),
+        ("1", "final validation metrics", "01 · Итоговые метрики",
+         f"top-1 {cls['val_top1']:.1%} ({ci(cls['val_top1_ci'], '.1%')}), top-5 {cls['val_top5']:.1%}"),
+        ("1", "checkpoint", "`weights/classifier.pt`", "`common.load_checkpoint` rebuilds it from the file alone"),
+        ("2", "U-Net: 4 levels down / 4 up with skips, base 32, max-pool, 1-channel sigmoid output, 128×128×3 input",
+         "02 · Модель", f"encoder widths {unet_cfg['widths']}, decoder {unet_cfg['decoder']}"),
+        ("2", "at most 2.5M parameters (±10 %)", "02 · Модель", f"{u['params']:,} parameters"),
+        ("2", "BCE and/or Dice", "02 · Функция потерь и обучение", f"BCE × {r.unet.bce_weight:g} + Dice × {r.unet.dice_weight:g}"),
+        ("2", "IoU, Dice, pixel accuracy", "02 · Порог и итоговые метрики",
+         f"{test(u)}, Dice {u['test']['dice']:.3f}, pixel acc. {u['test']['pixel_acc']:.3f}; val IoU {u['iou']:.3f}"),
+        ("2", "flips and light augmentation", "02 · Аугментации (figure)",
+         "shown on a frame; the final recipe trains without them (chosen on validation, `experiments/README.md`)"),
+        ("2", "3–5 visualisations", "02 · Визуализации (figures, slider)", "5 validation frames, worst IoU to best"),
+        ("3", "the classifier's stages without the head as the encoder, 1×1 adapters, interpolation", "03 · section 1",
+         f"adapters to {bb_cfg['adapters']}; logits at 64×64 interpolated to 128×128"),
+        ("3", "variant A: encoder frozen, only the decoder side trains", "03 · section 2 (variant A)",
+         f"{a['trainable_params']:,} of {a['params']:,} parameters train; {test(a)}"),
+        ("3", "variant B: the encoder fine-tuned afterwards", "03 · section 3 (variant B)", f"{b['epochs']} epochs after A; {test(b)}"),
+        ("3", "comparison table against part 2", "03 · section 4 (table, paired bootstrap on test)",
+         f"U-Net {u['test']['iou']:.3f}, A {a['test']['iou']:.3f}, B {b['test']['iou']:.3f} test IoU"),
+    ]
+    return "\n".join(["| part | requirement | where the report shows it | its number |", "|---|---|---|---|"] +
+                     [f"| {p} | {req} | {where} | {num} |" for p, req, where, num in rows])
+
+
 def candidates_table():
     """Runs of experiments/sweep.py on the current splits (experiments/results/candidates.json): validation only."""
     f = ROOT / "experiments" / "results" / "candidates.json"
@@ -167,12 +215,19 @@ def candidates_table():
         lines.append(f"| {r['round']} | `{r['name']}` | {r['model']} | {arch} | {r['changes'] or '—'} | {r['iou']:.3f} | "
                      f"{r['iou_thr_tta']:.3f} | {r['best_epoch']} | {r['wall_s'] / 60:.1f} | {r['machine']}, "
                      f"{r['precision']} |")
+    groups = {}
+    for r in json.loads(f.read_text())["runs"]:
+        groups.setdefault((r["round"], r["model"], r["candidate"]), []).append(r["iou_thr_tta"])
+    lines += ["", "Per candidate, over its seeds (val IoU with flip TTA and the threshold chosen on val):", "",
+              "| round | model | candidate | seeds | mean | min | max |", "|---|---|---|---|---|---|---|"]
+    for (rnd, model, cand), v in groups.items():
+        lines.append(f"| {rnd} | {model} | `{cand}` | {len(v)} | {sum(v) / len(v):.3f} | {min(v):.3f} | {max(v):.3f} |")
     return "\n".join(lines)
 
 
 BLOCKS = {"results": results_table, "layout": layout_table, "times": times_table, "perf": perf_table, "sweep": sweep_table,
-          "candidates": candidates_table}
-FILES = {"README.md": ("results", "layout", "times", "perf"), "experiments/README.md": ("candidates", "sweep")}
+          "candidates": candidates_table, "checklist": checklist_table}
+FILES = {"README.md": ("checklist", "results", "layout", "times", "perf"), "experiments/README.md": ("candidates", "sweep")}
 
 
 def block(name):
