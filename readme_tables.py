@@ -18,13 +18,17 @@ BEST_KNOWN = {"classifier": "top-1 62 % on 10 classes", "unet": "IoU 0.45, Dice 
               "backbone_unet_finetuned": "IoU 0.41 (backbone below base)", "backbone_unet_frozen": "not reported"}
 
 
+def ci(c, fmt=".3f"):
+    """A [low, high] interval as "low–high" (the README's form of `common.interval`)."""
+    return f"{format(c[0], fmt)}–{format(c[1], fmt)}" if c else "—"
+
+
 def results_table():
     w = ROOT / "weights"
     rows = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in BEST_KNOWN
             if (w / f"{n}_metrics.json").exists()}
     if not rows:
         return "_No committed run yet: `python run_all.py --profile cpu` writes it._"
-    ci = lambda c, fmt: f"{format(c[0], fmt)}–{format(c[1], fmt)}" if c else "—"      # noqa: E731
     lines = ["| model | profile | params | validation (choices made on it) | test, 95 % interval (no choice looked at "
              "it) | best known submission |", "|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -170,7 +174,6 @@ def checklist_table():
     unet_cfg = common.load_checkpoint(w / "unet.pt")[0].config
     bb_cfg = common.load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
     aug = r.classifier.augment
-    ci = lambda c, fmt=".3f": f"{format(c[0], fmt)}–{format(c[1], fmt)}"      # noqa: E731
     test = lambda x: f"test IoU {x['test']['iou']:.3f} ({ci(x['test']['iou_ci'])})"      # noqa: E731
     rows = [
         ("1", "own CNN, at most ~5M parameters, 128×128×3 input", "01 · Архитектура", f"{cls['params']:,} parameters"),

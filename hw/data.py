@@ -184,9 +184,6 @@ class MaskSet:
         n_black = black.sum(1)
         return (n_black >= black.shape[1] / 2) & ((black & rock).sum(1) >= 0.01 * n_black)
 
-    def without_broken(self):
-        return self.subset(torch.nonzero(~self.broken).flatten())
-
 
 def find_dataset(name, data_dir=None):
     """Where the notebooks look: data_dir (if given), data/, then ../shared/data (the course archives)."""

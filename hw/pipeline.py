@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .augment import AugmentConfig
@@ -170,11 +171,11 @@ def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=T
     strata = coverage_bins(full.coverage, 5)
     rest, te = stratified_split(strata, MOON_TEST, seed)
     tr, va = stratified_split(strata[rest], MOON_VAL / (1 - MOON_TEST), seed)
-    train, broken = full.subset(rest[tr]), full.broken
+    broken = full.broken.numpy()                 # decided once, on all frames
+    train = rest[tr][~broken[rest[tr]]]
     info.update(orig_size=list(full.orig_size), n_frames=len(full), n_broken=int(broken.sum()),
-                broken_ids=[full.ids[i] for i in torch.nonzero(broken).flatten().tolist()],
-                n_broken_train=int(train.broken.sum()))
-    return train.without_broken(), full.subset(rest[va]), full.subset(te), info
+                broken_ids=[full.ids[i] for i in np.flatnonzero(broken)], n_broken_train=len(tr) - len(train))
+    return full.subset(train), full.subset(rest[va]), full.subset(te), info
 
 
 def data_signature(train, val):
