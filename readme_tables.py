@@ -1,11 +1,12 @@
 """Render the README's tables from files written by code, so no number in the README is typed by hand:
 results from weights/*_metrics.json and weights/timings.json (written by the notebooks and run_all.py),
 performance from benchmarks/results/*.json (written by benchmarks/train_speed.py), training times per kind of
-machine from benchmarks/estimates/*.json (benchmarks/profile_time.py); and experiments/README.md's table of the
-recipe search from experiments/results/sweep_*.json (written by experiments/sweep.py).
+machine from benchmarks/estimates/*.json (benchmarks/profile_time.py); docs/engineering.md's layout table from
+benchmarks/layout/*.json; and experiments/README.md's tables of the recipe research from experiments/results/*.json
+(written by experiments/sweep.py and experiments/compare.py).
 
     python readme_tables.py           # print the blocks
-    python readme_tables.py --write   # replace the blocks between their markers in README.md, experiments/README.md
+    python readme_tables.py --write   # replace the blocks between their markers in the files of FILES
 """
 import json
 import sys
@@ -228,9 +229,43 @@ def candidates_table():
     return "\n".join(lines)
 
 
-BLOCKS = {"results": results_table, "layout": layout_table, "times": times_table, "perf": perf_table, "sweep": sweep_table,
+def decisions_table():
+    """experiments/compare.py's verdicts (experiments/results/decisions.json): every candidate against the notebooks'
+    recipe under the seed protocol, and the tuned threshold against 0.5."""
+    f = ROOT / "experiments" / "results" / "decisions.json"
+    if not f.exists():
+        return "_No decision recorded yet._"
+    d = json.loads(f.read_text())
+    f3 = lambda v: "/".join(f"{x:.3f}" for x in v)                              # noqa: E731
+    sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
+    lines = [f"Baseline `{d['baseline']}` (the notebooks' recipe), val IoU at 0.5 with flip TTA, seeds "
+             f"{'/'.join(d['baseline_iou'])}: {f3(d['baseline_iou'].values())}; {d['n_val']} validation frames; "
+             f"{d['candidates_compared']} candidates compared, so each interval is at {d['level']:.1%} "
+             f"(Bonferroni); {d['machine']}, {d['precision']}. Before this protocol, "
+             f"{sum(len(json.loads(g.read_text())['runs']) for g in (ROOT / 'experiments' / 'results').glob('sweep_*.json'))} "
+             "runs of the recorded search (`results/sweep_*.json`, below) were ranked on one split without seeds; "
+             "their decisions are the ones re-made here.", "",
+             "| candidate | changes to the recipe | train frames | seeds | val IoU per seed | difference (pooled seeds) | "
+             "per seed | interval | best epoch | wall minutes | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["candidates"]:
+        lines.append(f"| `{r['candidate']}` | {r['changes'] or '—'} | {r['n_train'] or 'all'} | "
+                     f"{'/'.join(map(str, r['seeds']))} | {f3(r['iou'])} | {sign(r['diff'])} | "
+                     f"{'/'.join(map(sign, r['diff_per_seed']))} | {sign(r['interval'][0])} to {sign(r['interval'][1])} | "
+                     f"{'/'.join(map(str, r['best_epoch']))} | {'/'.join(f'{w:.1f}' for w in r['wall_min'])} | "
+                     f"**{r['verdict']}** |")
+    lines += ["", "| threshold tuned on val against 0.5: model | seeds | gain on the other half, mean | central 95 % of "
+              "the halvings | thresholds chosen | verdict |", "|---|---|---|---|---|---|"]
+    for t in d["threshold"]:
+        lines.append(f"| {t['model']} | {'/'.join(map(str, t['seeds']))} | {sign(t['gain_mean'])} | "
+                     f"{sign(t['gain_spread'][0])} to {sign(t['gain_spread'][1])} | "
+                     f"{', '.join(f'{x:.2f}' for x in t['thresholds_chosen'])} | **{t['verdict']}** |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"results": results_table, "decisions": decisions_table, "layout": layout_table, "times": times_table, "perf": perf_table, "sweep": sweep_table,
           "candidates": candidates_table, "checklist": checklist_table}
-FILES = {"README.md": ("checklist", "results", "layout", "times", "perf"), "experiments/README.md": ("candidates", "sweep")}
+FILES = {"README.md": ("checklist", "results", "times", "perf"), "docs/engineering.md": ("layout",),
+         "experiments/README.md": ("decisions", "candidates", "sweep")}
 
 
 def block(name):

@@ -95,7 +95,7 @@ def export_report(executed, report_dir, pdf="auto"):
             except Exception as e:
                 print(f"   PDF of {path.name} via {name} failed: {type(e).__name__}: {str(e)[-300:]}")
     if not routes:
-        print("no xelatex or Chromium found: HTML report only (README, 'PDF', says how to install one)")
+        print("no xelatex or Chromium found: HTML report only (docs/engineering.md, 'The report as PDF', says how to install one)")
     return report_dir
 
 

@@ -9,6 +9,8 @@ experiments/results/.
     python experiments/sweep.py run unet --name flips --set augment.hflip=True augment.vflip=True
     python experiments/sweep.py run finetuned --name enc03 --set encoder_lr_mult=0.3 --init weights/backbone_unet_frozen.pt
     python experiments/sweep.py run frozen --name hybrid_A --branch 32 64 128 --branch-from weights/unet.pt
+    python experiments/sweep.py run unet --name lovasz --loss lovasz --seeds 0 1
+    python experiments/sweep.py run unet --name train75 --train-fraction 0.75 --seeds 0 1
     python experiments/sweep.py summary runs/sweep
     python experiments/sweep.py collect runs/sweep --into experiments/results/<file>.json --round <n>
 
@@ -24,9 +26,46 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 import common  # noqa: E402
+import hw.training  # noqa: E402
 
 MODELS = ("classifier", "unet", "frozen", "finetuned")
+
+
+def lovasz_hinge(logits, target):
+    """The Lovasz hinge (Berman et al., 2018), per image then averaged: a convex surrogate of 1 - IoU of the rock
+    class, computed from the hinge errors sorted in decreasing order."""
+    losses = []
+    for lg, t in zip(logits.float().flatten(1), target.float().flatten(1)):
+        errors, order = torch.sort(1 - lg * (2 * t - 1), descending=True)
+        gt = t[order]
+        inter, union = gt.sum() - gt.cumsum(0), gt.sum() + (1 - gt).cumsum(0)
+        jaccard = 1 - inter / union
+        grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        losses.append(torch.dot(torch.relu(errors), grad))
+    return torch.stack(losses).mean()
+
+
+class LovaszTask(common.SegmentationTask):
+    """Segmentation with loss = bce_weight * BCE + dice_weight * Lovasz hinge (the Dice term replaced)."""
+
+    def loss(self, out, y):
+        return (self.cfg.bce_weight * F.binary_cross_entropy_with_logits(out.float(), y)
+                + self.cfg.dice_weight * lovasz_hinge(out, y))
+
+
+LOSSES = {"bce_dice": common.SegmentationTask, "lovasz": LovaszTask}
+
+
+def subsample(train, fraction, seed=0):
+    """A stratified (by rock coverage) `fraction` of the training frames: the learning-curve candidate."""
+    if fraction >= 1:
+        return train
+    keep, _ = common.stratified_split(common.coverage_bins(train.coverage, 5), 1 - fraction, seed)
+    return train.subset(keep)
 
 
 def candidate(profile, model, changes, seed):
@@ -58,6 +97,9 @@ def run(args):
     changes = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     kind = "tiny" if args.model == "classifier" else "moon"
     train, val = common.load_datasets(kind, args.profile, args.data, Path(args.out), progress=False)[:2]
+    train = subsample(train, args.train_fraction)
+    if args.loss != "bce_dice":     # fit builds its task with make_task: the experiment's loss replaces it there
+        hw.training.make_task = lambda data, cfg: LOSSES[args.loss](cfg)
     for seed in args.seeds:
         name = f"{args.name}_seed{seed}"
         cfg = candidate(args.profile, args.model, changes, seed)
@@ -69,7 +111,9 @@ def run(args):
                           Path(args.out) / name, progress=False)
         best, _ = common.load_checkpoint(Path(args.out) / name / "best.pt")
         res = {"name": name, "candidate": args.name, "model": args.model, "profile": args.profile, "seed": seed,
-               "changes": changes, "architecture": best.config, "config": json.loads(json.dumps(cfg.key())), "wall_s": time.time() - t0,
+               "changes": {**changes, **({"loss": args.loss} if args.loss != "bce_dice" else {}),
+                           **({"train_fraction": args.train_fraction} if args.train_fraction < 1 else {})},
+               "n_train": len(train), "architecture": best.config, "config": json.loads(json.dumps(cfg.key())), "wall_s": time.time() - t0,
                "machine": common.machine(), "precision": common.compute_precision(verbose=False).name,
                "best_epoch": int(hist[[c for c in hist if c in ("val_top1", "val_iou")][0]].idxmax()) + 1,
                "history": hist.to_dict(orient="list")}
@@ -122,6 +166,8 @@ def main(argv=None):
     r.add_argument("--init", default=None, help="a backbone U-Net checkpoint to start from (variant B from A)")
     r.add_argument("--branch", nargs="*", type=int, default=[], help="the extension: high-resolution branch widths")
     r.add_argument("--branch-from", default=None, help="a base U-Net checkpoint whose upper levels start the branch")
+    r.add_argument("--loss", default="bce_dice", choices=list(LOSSES), help="segmentation: the overlap term of the loss")
+    r.add_argument("--train-fraction", type=float, default=1.0, help="train on this stratified fraction of train")
     r.add_argument("--smoke", action="store_true", help="2 epochs of 2 batches per run (checks the script)")
     s = sub.add_parser("summary")
     s.add_argument("out")

@@ -5,10 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import common
 
 sys.path.insert(0, str(common.ROOT / "experiments"))
+import compare  # noqa: E402
 import sweep  # noqa: E402
 
 
@@ -49,3 +51,49 @@ def test_every_recorded_search_run_is_defined_at_the_tag_named_in_the_readme():
     for f in (common.ROOT / "experiments" / "results").glob("sweep_*.json"):
         for r in json.loads(f.read_text())["runs"]:
             assert f'"{r["name"]}"' in old, f"{f.name}: {r['name']} is not defined at the tag"
+
+
+def test_lovasz_hinge_is_zero_for_confident_right_logits_and_grows_with_errors():
+    t = (torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    right = sweep.lovasz_hinge(t * 20 - 10, t)
+    assert float(right) == 0.0
+    assert float(sweep.lovasz_hinge(torch.zeros_like(t), t)) == pytest.approx(1.0)
+    assert float(sweep.lovasz_hinge(10 - t * 20, t)) > 1.0
+    logits = torch.zeros_like(t, requires_grad=True)
+    sweep.lovasz_hinge(logits, t).backward()
+    assert (logits.grad[t > 0] < 0).any() and (logits.grad[t == 0] >= 0).all()
+
+
+def test_subsample_keeps_a_stratified_fraction(moon_data):
+    train = moon_data[0]
+    half = sweep.subsample(train, 0.5)
+    assert len(half) == pytest.approx(len(train) / 2, abs=1)
+    assert set(half.ids) <= set(train.ids)
+    assert sweep.subsample(train, 1.0) is train
+
+
+def _counts(ious, n_pixels=1000):
+    """Per-frame counts (N,4) whose frames have the given IoUs (tp + fp + fn = 100 rock-related pixels)."""
+    tp = torch.tensor([round(100 * i) for i in ious])
+    return torch.stack([tp, 100 - tp, torch.zeros_like(tp), n_pixels - 100 + 0 * tp], 1)
+
+
+def test_compare_calls_a_candidate_better_only_when_the_interval_and_every_seed_agree():
+    base = [_counts([0.5] * 60), _counts([0.5] * 60)]
+    assert compare.decide(base, [_counts([0.7] * 60)] * 2, 0.99)["verdict"] == "better"
+    assert compare.decide(base, [_counts([0.3] * 60)] * 2, 0.99)["verdict"] == "worse"
+    noisy = [_counts([0.5 + (0.2 if i % 2 else -0.2) for i in range(60)])] * 2      # the same mean, frame by frame apart
+    assert compare.decide(base, noisy, 0.99)["verdict"] == "undecided"
+    split = [_counts([0.7] * 60), _counts([0.45] * 60)]                               # the seeds disagree
+    assert compare.decide(base, split, 0.99)["verdict"] == "undecided"
+
+
+def test_threshold_gain_is_scored_on_frames_the_threshold_was_not_tuned_on():
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(40, 1, 8, 8, generator=g) > 0.8).float()
+    shifted = (masks * 2 - 1) * 3 - 1.0          # every rock pixel at sigmoid(2) = 0.88, background at sigmoid(-4)
+    gains, chosen = compare.threshold_gain(shifted, masks, halvings=10)
+    assert len(gains) == 20 and max(abs(x) for x in gains) < 1e-12     # perfect at any threshold: nothing to gain
+    noise = torch.randn(40, 1, 8, 8, generator=g) * 3
+    gains, _ = compare.threshold_gain(noise, masks, halvings=10)
+    assert all(-1 <= x <= 1 for x in gains)
