@@ -31,7 +31,7 @@ from hw.checkpoints import (
 from hw.pipeline import (
     Recipe, PROFILES, recipe, resolve_profile, Setup, setup, load_datasets, data_signature,
     TRAIN_INSTEAD, run_key, train_or_reuse, classification_results, segmentation_results,
-    segmentation_scores, split_scores, held_out_scores, stored_threshold, export_final, MOON_TEST, MOON_VAL)  # noqa: F401
+    segmentation_scores, split_scores, held_out_scores, fit_data, export_final, MOON_TEST, MOON_VAL)  # noqa: F401
 from hw.plots import (
     to_hwc, plot_history, formatted, interval, report_formats, save_figure, show_images, overlay_errors,
     show_segmentation, LivePlot, caption, browse)  # noqa: F401

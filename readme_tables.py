@@ -39,7 +39,8 @@ def results_table():
             test = (f"top-1 **{t['top1']:.1%}** ({ci(t['top1_ci'], '.1%')}), top-5 {t['top5']:.1%} ({t['n']} official "
                     f"validation images)" if t else "n/a")
         else:
-            val = f"IoU {r['iou']:.3f}, Dice {r['dice']:.3f}, pixel acc. {r['pixel_acc']:.3f} ({r['n_val']} frames)"
+            val = ("— (part of the final fit on train + val)" if r.get("fit_on") == "train+val" else
+                   f"IoU {r['iou']:.3f}, Dice {r['dice']:.3f}, pixel acc. {r['pixel_acc']:.3f} ({r['n_val']} frames)")
             test = (f"IoU **{t['iou']:.3f}** ({ci(t['iou_ci'], '.3f')}), Dice {t['dice']:.3f}, pixel acc. "
                     f"{t['pixel_acc']:.3f} ({t['n']} frames; without the {t['n'] - t['without_broken']['n']} broken: IoU "
                     f"{t['without_broken']['iou']:.3f})" if t else "n/a (trained before the test split)")
@@ -176,6 +177,9 @@ def checklist_table():
     bb_cfg = common.load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
     aug = r.classifier.augment
     test = lambda x: f"test IoU {x['test']['iou']:.3f} ({ci(x['test']['iou_ci'])})"      # noqa: E731
+    dec = ROOT / "experiments" / "results" / "decisions.json"
+    flip_verdict = next((c["verdict"] for c in json.loads(dec.read_text())["candidates"] if c["candidate"] == "hflip"),
+                        "not compared") if dec.exists() else "not compared"
     rows = [
         ("1", "own CNN, at most ~5M parameters, 128×128×3 input", "01 · Архитектура", f"{cls['params']:,} parameters"),
         ("1", "Tiny ImageNet-200 brought to 128×128 (any number of classes), own stratified split", "01 · Данные",
@@ -190,11 +194,12 @@ def checklist_table():
          "02 · Модель", f"encoder widths {unet_cfg['widths']}, decoder {unet_cfg['decoder']}"),
         ("2", "at most 2.5M parameters (±10 %)", "02 · Модель", f"{u['params']:,} parameters"),
         ("2", "BCE and/or Dice", "02 · Функция потерь и обучение", f"BCE × {r.unet.bce_weight:g} + Dice × {r.unet.dice_weight:g}"),
-        ("2", "IoU, Dice, pixel accuracy", "02 · Порог и итоговые метрики",
-         f"{test(u)}, Dice {u['test']['dice']:.3f}, pixel acc. {u['test']['pixel_acc']:.3f}; val IoU {u['iou']:.3f}"),
+        ("2", "IoU, Dice, pixel accuracy", "02 · Итоговые метрики на test",
+         f"{test(u)}, Dice {u['test']['dice']:.3f}, pixel acc. {u['test']['pixel_acc']:.3f}"),
         ("2", "flips and light augmentation", "02 · Аугментации (figure)",
-         "shown on a frame; the final recipe trains without them (chosen on validation, `experiments/README.md`)"),
-        ("2", "3–5 visualisations", "02 · Визуализации (figures, slider)", "5 validation frames, worst IoU to best"),
+         f"shown on a frame; the final recipe trains without them (h-flip against none: {flip_verdict}, "
+         "`experiments/README.md`)"),
+        ("2", "3–5 visualisations", "02 · Визуализации (figures, slider)", "5 test frames, worst IoU to best"),
         ("3", "the classifier's stages without the head as the encoder, 1×1 adapters, interpolation", "03 · section 1",
          f"adapters to {bb_cfg['adapters']}; logits at 64×64 interpolated to 128×128"),
         ("3", "variant A: encoder frozen, only the decoder side trains", "03 · section 2 (variant A)",

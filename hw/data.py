@@ -168,6 +168,11 @@ class MaskSet:
         idx = torch.as_tensor(idx)
         return MaskSet(self.images[idx], self.masks[idx], [self.ids[i] for i in idx.tolist()], self.orig_size)
 
+    def join(self, other):
+        """The frames of both sets, self's first."""
+        return MaskSet(torch.cat([self.images, other.images]), torch.cat([self.masks, other.masks]),
+                       self.ids + other.ids, self.orig_size)
+
     @property
     def coverage(self):
         return self.masks.float().mean(dim=(1, 2, 3))

@@ -32,16 +32,20 @@ BACKBONE_AUGMENT = AugmentConfig(scale=(1.0, 1.0), hflip=True, vflip=False, rota
 @dataclass(frozen=True)
 class Recipe:
     """One profile: the number of classes and the training recipe of each model (variant A: the classifier's stages
-    frozen; variant B: fine-tuned after A). synthetic: the sizes of the demo's stand-ins (None: the real data)."""
+    frozen; variant B: fine-tuned after A). synthetic: the sizes of the demo's stand-ins (None: the real data).
+    fit_on_val: the segmentation models' final fit uses train + val (without broken frames) and keeps its last
+    epoch, with the epochs and the threshold (`TrainConfig.threshold`) fixed beforehand by experiments on train and
+    val (experiments/README.md); val then scores nothing, the test split does."""
     classes: int
     classifier: TrainConfig
     unet: TrainConfig
     frozen: TrainConfig
     finetuned: TrainConfig
     synthetic: dict | None = None
+    fit_on_val: bool = True
 
     def configs(self):
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("classes", "synthetic")}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), TrainConfig)}
 
 
 def _recipe(classes, cls, seg, bb_a, bb_b, synthetic=None):
@@ -201,18 +205,25 @@ def run_key(cfg, model, train, val, depends_on=()):
     return json.loads(json.dumps(key))
 
 
+def fit_data(train, val, fit_on_val):
+    """What a final fit trains on: train, or with fit_on_val train + val without val's broken frames."""
+    return train.join(val.subset(torch.nonzero(~val.broken).flatten())) if fit_on_val else train
+
+
 def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto", meta=None, callback=None,
-                   progress=True, device=None, depends_on=(), precision=None):
+                   progress=True, device=None, depends_on=(), precision=None, fit_on_val=False):
     """The notebooks' training step. weights/<name>.pt is reused when it was trained with this exact configuration on
     this data (mode 'auto' or False), and from the same weights in `depends_on` (checkpoints that make_model loads
     weights from, e.g. the classifier); otherwise the model is trained (mode 'auto' or True), resuming an interrupted
     run from runs/<name>/last.pt, and its best epoch is exported to weights/<name>.pt with weights/<name>_history.csv
-    beside it. Before training it prints how long that will take on this machine and what to do instead.
-    Returns (model, history DataFrame, meta)."""
+    beside it. fit_on_val (segmentation, `Recipe.fit_on_val`): train on `fit_data(train, val, True)` and export the
+    last epoch; val is still scored each epoch, as part of the fit. Before training it prints how long that will
+    take on this machine and what to do instead. Returns (model, history DataFrame, meta)."""
     import pandas as pd
     out_dir = Path(out_dir)
     wpath, hpath = out_dir / "weights" / f"{name}.pt", out_dir / "weights" / f"{name}_history.csv"
     model = make_model()
+    train = fit_data(train, val, fit_on_val)
     key = run_key(cfg, model, train, val, depends_on)
     if mode in ("auto", False) and wpath.exists() and hpath.exists():
         loaded, m = load_checkpoint(wpath)
@@ -227,7 +238,8 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     t0 = time.time()
     # train=True retrains a finished run in run_dir; 'auto' exports it; an interrupted run is continued either way
     history = fit(model, train, val, cfg, run_dir, device=device, progress=progress, callback=callback,
-                  meta=meta, retrain_finished=mode is True, precision=precision, estimate=TRAIN_INSTEAD)
+                  meta={**(meta or {}), "fit_on": "train+val" if fit_on_val else "train"}, retrain_finished=mode is True,
+                  precision=precision, estimate=TRAIN_INSTEAD, keep="last" if fit_on_val else "best")
     best, m = load_checkpoint(run_dir / "best.pt")
     frozen = sum(p.numel() for p in best.encoder_parameters()) if cfg.freeze_encoder_epochs < 0 else 0
     m = {**m, "run_key": key, "train_time_s": float(history["epoch_time_s"].sum()), "wall_time_s": time.time() - t0,
@@ -280,16 +292,6 @@ def held_out_scores(result, test):
     return {**split_scores(result["counts"]), "without_broken": split_scores(result["counts"][~test.broken])}
 
 
-def stored_threshold(meta):
-    """The thresholds that a checkpoint's final metrics were reported at, {"tta": t, "no_tta": t}, for weights that
-    `export_final` wrote (reused weights keep them: choosing again on another machine could move them); None for
-    a model just trained, whose threshold is still to be chosen on validation."""
-    m = meta.get("metrics") or {}
-    if "threshold" not in m:
-        return None
-    return {"tta": m["threshold"], "no_tta": m.get("threshold_no_tta", m["threshold"])}
-
-
 def export_final(name, model, meta, metrics, out_dir=ROOT):
     """Write the final metrics beside the weights (weights/<name>_metrics.json) and into the checkpoint."""
     out_dir = Path(out_dir)
@@ -299,6 +301,7 @@ def export_final(name, model, meta, metrics, out_dir=ROOT):
     save_checkpoint(out_dir / "weights" / f"{name}.pt", model, **meta)
     summary = {"name": name, "params": meta["params"], "trainable_params": meta.get("trainable_params"),
                "train_time_s": meta.get("train_time_s"), "epochs": meta.get("epochs"),
-               "profile": meta.get("profile"), "synthetic": meta.get("synthetic"), **metrics}
+               "profile": meta.get("profile"), "synthetic": meta.get("synthetic"), "fit_on": meta.get("fit_on", "train"),
+               **metrics}
     save_json(summary, out_dir / "weights" / f"{name}_metrics.json")
     return summary

@@ -129,7 +129,7 @@ def resume(last, key, model, opt, sched, epochs, retrain_finished, progress):
 
 
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None, meta=None,
-        retrain_finished=False, precision=None, estimate=False):
+        retrain_finished=False, precision=None, estimate=False, keep="best"):
     """Train `model` on `train` (ImageSet or MaskSet), validate on `val` after every epoch; returns the history.
 
     out_dir/last.pt      the state after the last finished epoch, written atomically: calling `fit` again with the
@@ -137,7 +137,8 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                          retrain_finished=True). Shuffling and augmentation are drawn from generators seeded by
                          (seed, epoch), so a resumed run repeats an uninterrupted one exactly on a CPU.
     out_dir/best.pt      the model at the best monitored metric (val_top1 / val_iou), a `load_checkpoint` checkpoint
-                         with `meta` and the epoch's metrics in its meta.
+                         with `meta` and the epoch's metrics in its meta; with keep="last", the last finished epoch
+                         (for a final fit whose `val` is part of `train`, where no epoch may be chosen on it).
     out_dir/history.csv  one row per epoch.
     precision: see `compute_precision`; not part of the run key, so a run resumes on a machine that computes
     otherwise. estimate: first print how long the remaining epochs will take here (and the string given, when
@@ -197,6 +198,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         improved = row[task.monitor] > best
         if improved:
             best = row[task.monitor]
+        if improved or keep == "last":
             save_checkpoint(out_dir / "best.pt", model, task=task.name, **{
                 "seed": cfg.seed, **(meta or {}), "precision": prec.name, "epoch": epoch + 1,
                 "metrics": {k: v for k, v in row.items() if k.startswith("val_")}})

@@ -94,16 +94,14 @@ def test_estimate_times_each_kind_of_step_the_schedule_has(moon_data, small):
     assert not model.encoder_frozen and all(p.requires_grad for p in model.parameters())   # the model itself
 
 
-def test_reused_weights_keep_their_stored_threshold(moon_data, small):
+def test_segmentation_results_report_at_a_given_threshold_or_the_best_on_the_split(moon_data, small):
     val = moon_data[1]
     model = small.unet()
     chosen = common.segmentation_results(model, val)
     kept = common.segmentation_results(model, val, threshold=0.8)
-    assert kept["threshold"] == 0.8 and kept["threshold_table"] is not None
-    assert common.stored_threshold({"metrics": {"val_iou": 0.5}}) is None          # just trained: choose
-    assert common.stored_threshold({"metrics": {"threshold": 0.35, "threshold_no_tta": 0.4}}) == \
-        {"tta": 0.35, "no_tta": 0.4}
+    assert kept["threshold"] == 0.8 and kept["metrics"]["threshold"] == 0.8 and kept["threshold_table"] is not None
     assert chosen["threshold"] in set(chosen["threshold_table"]["threshold"])
+    assert chosen["metrics"]["iou"] == max(chosen["threshold_table"]["iou"])
 
 
 def test_committed_weights_say_which_precision_and_machine_trained_them():

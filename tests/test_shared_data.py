@@ -32,9 +32,9 @@ def test_real_moon_zip():
 @needs_shared
 def test_committed_segmentation_weights_are_reused_and_their_metrics_reproduced_on_this_machine():
     """A fresh clone reuses the committed weights (their run key is what the cpu recipe, the architecture and this
-    data give), and reported metrics are computed in fp32 at the threshold stored with the weights, so re-evaluating
-    the committed base U-Net and variant B on any machine (with or without native bf16) gives the committed numbers
-    within the README's tolerance of 0.003 IoU."""
+    data give: the final fit on train + val without broken frames), and reported metrics are computed in fp32 at the
+    recipe's threshold, so re-evaluating the committed base U-Net and variant B on the test split on any machine
+    (with or without native bf16) gives the committed numbers within the README's tolerance of 0.003 IoU."""
     weights, r = common.ROOT / "weights", common.recipe("cpu")
     train, val, test, info = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
     assert (len(val), len(test)) == (120, 160) and 750 in info["broken_ids"] and not train.broken.any()
@@ -42,8 +42,10 @@ def test_committed_segmentation_weights_are_reused_and_their_metrics_reproduced_
                                                    [weights / "backbone_unet_frozen.pt"])):
         committed = json.loads((weights / f"{name}_metrics.json").read_text())
         model, meta = common.load_checkpoint(weights / f"{name}.pt")
-        assert meta["run_key"] == common.run_key(cfg, model, train, val, deps), name
-        assert common.stored_threshold(meta)["tta"] == committed["threshold"]
-        r = common.segmentation_results(model, val, committed["threshold"])
-        assert abs(r["metrics"]["iou"] - committed["iou"]) <= 0.003, name
-        assert abs(r["metrics"]["dice"] - committed["dice"]) <= 0.003, name
+        fit_set = common.fit_data(train, val, r.fit_on_val)
+        assert meta["run_key"] == common.run_key(cfg, model, fit_set, val, deps), name
+        assert len(fit_set) == len(train) + len(val) - int(val.broken.sum()) and not fit_set.broken.any()
+        assert committed["threshold"] == cfg.threshold == meta["threshold"] and meta["fit_on"] == "train+val"
+        t = common.segmentation_results(model, test, cfg.threshold)["metrics"]
+        assert abs(t["iou"] - committed["test"]["iou"]) <= 0.003, name
+        assert abs(t["dice"] - committed["test"]["dice"]) <= 0.003, name
