@@ -9,3 +9,4 @@ c = get_config()  # noqa: F821
 c.TemplateExporter.extra_template_basedirs = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")]
 c.PDFExporter.template_name = "latex_ru"
 c.LatexExporter.template_name = "latex_ru"
+c.TagRemovePreprocessor.remove_input_tags = {"hide-input"}   # the code that words a conclusion: not for the reader

@@ -68,6 +68,7 @@ def check_pdf(report, nb_dir, notebooks=NOTEBOOKS):
     for n, text in texts.items():
         assert "Styler at 0x" not in text and "Traceback" not in text, n
         assert "Вывод" in text, n
+        assert 'display(Markdown("\\n".join(lines)))' not in text, n     # the conclusion's code is hidden
         flat = text.replace(" ", "")
         missing = [h for h in table_headers(nb_dir / n) if h.replace(" ", "") not in flat]
         assert not missing, (n, missing)
