@@ -12,6 +12,8 @@ The protocol (experiments/README.md):
   at the level 1 - 0.05 / k, where k counts every candidate compared under the protocol (Bonferroni);
 - "better" when that interval lies above zero and the candidate beats the baseline with every seed, "worse" in
   the mirrored case, "undecided" otherwise; an undecided candidate leaves the simpler option in the recipe;
+- the best epoch against the last: how much higher each run's best per-epoch val IoU is than its last one's
+  (`best_minus_last_epoch`), i.e. what choosing the epoch on val could add at most, on the frames it was chosen on;
 - the threshold: with each baseline seed (and each checkpoint of --threshold-also), the validation frames are
   halved at random many times; the threshold is tuned on one half and scored on the other, against 0.5 scored on
   the same half. The gain of tuning is the mean over the halvings, with the central 95 % of them as its spread;
@@ -124,11 +126,14 @@ def main(argv=None):
     for path in a.threshold_also:
         print(f"scoring {path}", flush=True)
         thr.append(tuned(Path(path).stem, [0], [val_logits(path, val)]))
+    gaps = {r["name"]: max(r["history"]["val_iou"]) - r["history"]["val_iou"][-1]
+            for seeds in (base, *runs.values()) for r, _ in seeds.values()}
     rec = next(iter(base.values()))[0]
     out = {"protocol": "seeds, paired bootstrap over validation frames, Bonferroni over the candidates (compare.py)",
            "baseline": a.baseline, "baseline_iou": {str(s): iou(counts[a.baseline, s]) for s in base},
            "n_val": len(val), "candidates_compared": k, "level": level, "machine": rec["machine"],
-           "precision": rec["precision"], "candidates": rows, "threshold": thr}
+           "precision": rec["precision"], "candidates": rows, "threshold": thr,
+           "best_minus_last_epoch": gaps}
     common.save_json(out, a.into)
     print(json.dumps(out, indent=1))
 
