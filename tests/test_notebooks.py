@@ -131,11 +131,13 @@ def test_notebook_03_consumes_01_and_02(demo_run):
     nb = nbformat.read(out / "03_backbone_unet.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert f"классификатор: {cls_meta['params']:,} параметров" in text
-    assert f"базовый U-Net: IoU {unet['iou']:.3f}" in text
+    assert f"базовый U-Net: IoU {unet['test']['iou']:.3f} на test" in text
     import pandas as pd
     table = pd.read_csv(out / "weights" / "comparison.csv", index_col=0)
-    assert table["IoU val"].iloc[0] == pytest.approx(unet["iou"])
     assert table["IoU test"].iloc[0] == pytest.approx(unet["test"]["iou"])
+    for name in ("unet", "backbone_unet_frozen", "backbone_unet_finetuned"):     # one final fit for all three
+        m = json.loads((out / "weights" / f"{name}_metrics.json").read_text())
+        assert m["fit_on"] == "train+val" and m["threshold"] == 0.5, name
     _, bb = common.load_checkpoint(out / "weights" / "backbone_unet_frozen.pt")
     assert bb["params"] == table["параметров"].iloc[1] and bb["trainable_params"] < bb["params"]
     assert bb["trainable_params"] == table["обучаемых"].iloc[1] == bb["params"] - sum(
