@@ -129,6 +129,24 @@ def test_train_true_retrains_a_finished_run_and_auto_exports_it(moon_data, small
     assert "reusing the finished run" in capsys.readouterr().out and (tmp_path / "weights" / "u.pt").exists()
 
 
+def test_a_final_fit_on_train_and_val_keeps_its_last_epoch(moon_data, small, tmp_path):
+    """fit_on_val: val's frames (not its broken ones) join the fit, no epoch is chosen on val: the last is exported."""
+    train, val = moon_data
+    val = val.join(val.subset([0]))
+    val.images[-1, :, 64:] = 0                  # one broken frame: lower half pure black, the mask keeps rock there
+    val.masks[-1, :, 64:80] = 1
+    assert int(val.broken.sum()) == 1
+    fit_set = common.fit_data(train, val, True)
+    assert len(fit_set) == len(train) + len(val) - 1 and not fit_set.broken.any()
+    assert common.fit_data(train, val, False) is train
+    cfg = common.TrainConfig(epochs=3, batch_size=6, max_steps_per_epoch=1, lr=1.0)   # a rate that makes epochs erratic
+    _, history, meta = common.train_or_reuse("u", small.unet, train, val, cfg, tmp_path, True, progress=False,
+                                             fit_on_val=True)
+    assert meta["epoch"] == 3 and meta["fit_on"] == "train+val" and len(history) == 3
+    assert meta["run_key"] == common.run_key(cfg, small.unet(), fit_set, val)
+    assert int(history["val_iou"].idxmax()) + 1 != 3       # the best epoch on val was another: the last one is kept
+
+
 def test_committed_weights_were_trained_with_the_cpu_recipes():
     """A fresh clone reuses the committed weights only if their run key is what the cpu profile's recipe and
     architecture give today (the data part is checked where the data is: tests/test_shared_data.py)."""
