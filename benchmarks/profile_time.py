@@ -39,7 +39,8 @@ def main(argv=None):
     for name, cfg in (("classifier", r.classifier), ("unet", r.unet), ("backbone_unet_frozen", r.frozen),
                       ("backbone_unet_finetuned", r.finetuned)):
         model, _ = common.load_checkpoint(ROOT / "weights" / f"{name}.pt")
-        models[name] = (model, *(tiny[:2] if name == "classifier" else moon[:2]), cfg)
+        data = tiny[:2] if name == "classifier" else (common.fit_data(*moon[:2], r.fit_on_val), moon[1])  # the final fit
+        models[name] = (model, *data, cfg)
     res = {"machine": common.machine(), "precision": prec.name, "profile": args.profile, "torch": torch.__version__,
            "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": {}}
     for name, (model, train, val, cfg) in models.items():
