@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
+from hw.metrics import _micro_iou  # noqa: E402  (the micro IoU of summed counts, as the product computes it)
 
 
 def load_runs(folders):
@@ -66,14 +67,13 @@ def threshold_gain(logits, masks, halvings=500, seed=0, grid=np.round(np.arange(
     """Out-of-sample gain of a threshold tuned on validation: per random halving, IoU on one half at the threshold
     tuned on the other (the grid of `common.best_threshold`) minus IoU there at 0.5, both directions."""
     per_t = torch.stack([common.confusion_counts(logits, masks, float(t)) for t in grid]).double()  # (T, N, 4)
-    micro = lambda c: c[..., 0] / (c[..., 0] + c[..., 1] + c[..., 2]).clamp(min=1)                # noqa: E731
     at_half = int(np.flatnonzero(grid == 0.5)[0])
     rng, gains, chosen = np.random.default_rng(seed), [], []
     for _ in range(halvings):
         perm = rng.permutation(len(masks))
         for a, b in ((perm[: len(perm) // 2], perm[len(perm) // 2:]), (perm[len(perm) // 2:], perm[: len(perm) // 2])):
-            t = int(micro(per_t[:, a].sum(1)).argmax())
-            on_b = micro(per_t[:, b].sum(1))
+            t = int(_micro_iou(per_t[:, a].sum(1)).argmax())
+            on_b = _micro_iou(per_t[:, b].sum(1))
             gains.append(float(on_b[t] - on_b[at_half]))
             chosen.append(float(grid[t]))
     return gains, chosen
