@@ -20,8 +20,9 @@ BEST_KNOWN = {"classifier": "top-1 62 % on 10 classes", "unet": "IoU 0.45, Dice 
 
 
 def ci(c, fmt=".3f"):
-    """A [low, high] interval as "low–high" (the README's form of `common.interval`)."""
-    return f"{format(c[0], fmt)}–{format(c[1], fmt)}" if c else "—"
+    """A [low, high] interval as "low–high": `common.interval` with a format spec."""
+    import common
+    return common.interval(c, "{:" + fmt + "}")
 
 
 def results_table():
