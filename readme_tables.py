@@ -140,8 +140,8 @@ def _spec_diff(spec, base):
 
 
 def sweep_table():
-    """The recorded recipe search (experiments/sweep.py at the tag search-rounds): one row per run, grouped by what
-    was searched, with the wall time each run took where it ran (machines differ between rounds)."""
+    """The recorded recipe search (experiments/sweep.py at commit bc939f6, tagged search-rounds): one row per run,
+    grouped by what was searched, with the wall time each run took where it ran (machines differ between rounds)."""
     lines = []
     files = {f: json.loads(f.read_text()) for f in sorted((ROOT / "experiments" / "results").glob("sweep_*.json"))}
     # a run's base may sit in another results file (e.g. a CPU control of a recipe searched on the GPU)
@@ -246,8 +246,8 @@ def decisions_table():
     sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
     lines = [f"Baseline `{d['baseline']}` (the notebooks' recipe), val IoU at 0.5 with flip TTA, seeds "
              f"{'/'.join(d['baseline_iou'])}: {f3(d['baseline_iou'].values())}; {d['n_val']} validation frames; "
-             f"{d['candidates_compared']} candidates compared, so each interval is at {d['level']:.1%} "
-             f"(Bonferroni); {d['machine']}, {d['precision']}. Before this protocol, "
+             f"{d['candidates_compared']} candidates compared so far, so a new interval is at {d['level']:.1%} "
+             f"(Bonferroni; each row's interval is at the level it was decided at); {d['machine']}, {d['precision']}. Before this protocol, "
              f"{sum(len(json.loads(g.read_text())['runs']) for g in (ROOT / 'experiments' / 'results').glob('sweep_*.json'))} "
              "runs of the recorded search (`results/sweep_*.json`, below) were ranked on one split without seeds; "
              "their decisions are the ones re-made here. The best epoch's val IoU (in the training precision) exceeds "
@@ -259,7 +259,8 @@ def decisions_table():
         lines.append(f"| `{r['candidate']}` | {r['changes'] or '—'} | "
                      f"{r['n_train'] if 'train_fraction' in r['changes'] else 'all'} | "
                      f"{'/'.join(map(str, r['seeds']))} | {f3(r['iou'])} | {sign(r['diff'])} | "
-                     f"{'/'.join(map(sign, r['diff_per_seed']))} | {sign(r['interval'][0])} to {sign(r['interval'][1])} | "
+                     f"{'/'.join(map(sign, r['diff_per_seed']))} | {sign(r['interval'][0])} to {sign(r['interval'][1])} "
+                     f"({r.get('level', d['level']):.1%}) | "
                      f"{'/'.join(map(str, r['best_epoch']))} | {'/'.join(f'{w:.1f}' for w in r['wall_min'])} | "
                      f"**{r['verdict']}** |")
     lines += ["", "| threshold tuned on val against 0.5: model | seeds | gain on the other half, mean | central 95 % of "

@@ -191,8 +191,9 @@ def main(argv=None):
         # when each notebook's minutes were measured: sessions may land on machines of different speed
         dates = merged("dates", lambda k: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         machines, precisions = merged("machines", lambda k: machine), merged("precisions", lambda k: precision)
+        # no total: minutes add up only over notebooks that ran on the same machine (readme_tables.py sums them so)
         common.save_json({"profile": profile, "minutes": minutes, "dates": dates, "machines": machines,
-                          "precisions": precisions, "total_minutes": sum(minutes.values())}, path)
+                          "precisions": precisions}, path)
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")
     return 0
 

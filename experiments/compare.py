@@ -3,13 +3,16 @@ notebooks' recipe), both trained with the same seeds, scored on the same validat
 loaded here), and a fixed threshold of 0.5 against one tuned on validation.
 
     python experiments/compare.py runs/r2 runs/r3 --baseline none --into experiments/results/decisions.json
+    python experiments/compare.py runs/r4 --baseline none --keep-from experiments/results/decisions.json \
+        --into experiments/results/decisions.json      # a later candidate; the earlier verdicts stay as recorded
 
 The protocol (experiments/README.md):
 - every model is scored as the notebooks score it, with flip TTA, at the threshold 0.5 (a tuned threshold is a
   candidate of its own, below), by its per-frame counts on the validation split;
 - a candidate's difference to the baseline is the micro IoU of its seeds' counts pooled over the seeds minus the
   baseline's, with a paired bootstrap interval over the validation frames (both resampled with the same frames)
-  at the level 1 - 0.05 / k, where k counts every candidate compared under the protocol (Bonferroni);
+  at the level 1 - 0.05 / k, where k counts every candidate compared under the protocol so far, those kept from an
+  earlier results file (--keep-from, each with the level it was decided at) included (Bonferroni);
 - "better" when that interval lies above zero and the candidate beats the baseline with every seed, "worse" in
   the mirrored case, "undecided" otherwise; an undecided candidate leaves the simpler option in the recipe;
 - the best epoch against the last: how much higher each run's best per-epoch val IoU is than its last one's
@@ -86,6 +89,8 @@ def main(argv=None):
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--data", default=None)
     ap.add_argument("--into", required=True, help="the results file to write")
+    ap.add_argument("--keep-from", default=None, metavar="RESULTS",
+                    help="an earlier results file: its candidates without runs here are kept as recorded and counted in k")
     ap.add_argument("--threshold-also", nargs="*", default=[], metavar="CHECKPOINT",
                     help="other segmentation checkpoints (the notebooks' variants A and B) for the threshold question")
     a = ap.parse_args(argv)
@@ -100,7 +105,10 @@ def main(argv=None):
             logits[cand, seed] = val_logits(path, val)
             counts[cand, seed] = common.confusion_counts(logits[cand, seed], val.masks, 0.5)
 
-    k = len(runs) + 1                       # the candidates of the sweep and the tuned threshold
+    prev = json.loads(Path(a.keep_from).read_text()) if a.keep_from else {"candidates": [], "threshold": [],
+                                                                          "best_minus_last_epoch": {}}
+    kept = [{**r, "level": r.get("level", prev.get("level"))} for r in prev["candidates"] if r["candidate"] not in runs]
+    k = len(runs) + len(kept) + 1           # the candidates of the sweep, those decided earlier, the tuned threshold
     level = 1 - 0.05 / k
     rows = []
     for cand, seeds in runs.items():
@@ -110,6 +118,7 @@ def main(argv=None):
         rec = seeds[shared[0]][0]
         rows.append({"candidate": cand, "changes": rec["changes"], "seeds": shared, "n_train": rec.get("n_train"),
                      **decide([counts[a.baseline, s] for s in shared], [counts[cand, s] for s in shared], level),
+                     "level": level,
                      "wall_min": [seeds[s][0]["wall_s"] / 60 for s in shared],
                      "best_epoch": [seeds[s][0]["best_epoch"] for s in shared]})
     def tuned(name, seeds, logit_list):
@@ -126,13 +135,14 @@ def main(argv=None):
     for path in a.threshold_also:
         print(f"scoring {path}", flush=True)
         thr.append(tuned(Path(path).stem, [0], [val_logits(path, val)]))
-    gaps = {r["name"]: max(r["history"]["val_iou"]) - r["history"]["val_iou"][-1]
-            for seeds in (base, *runs.values()) for r, _ in seeds.values()}
+    thr += [t for t in prev["threshold"] if t["model"] not in {x["model"] for x in thr}]
+    gaps = {**prev["best_minus_last_epoch"], **{r["name"]: max(r["history"]["val_iou"]) - r["history"]["val_iou"][-1]
+                                              for seeds in (base, *runs.values()) for r, _ in seeds.values()}}
     rec = next(iter(base.values()))[0]
     out = {"protocol": "seeds, paired bootstrap over validation frames, Bonferroni over the candidates (compare.py)",
            "baseline": a.baseline, "baseline_iou": {str(s): iou(counts[a.baseline, s]) for s in base},
            "n_val": len(val), "candidates_compared": k, "level": level, "machine": rec["machine"],
-           "precision": rec["precision"], "candidates": rows, "threshold": thr,
+           "precision": rec["precision"], "candidates": kept + rows, "threshold": thr,
            "best_minus_last_epoch": gaps}
     common.save_json(out, a.into)
     print(json.dumps(out, indent=1))

@@ -15,7 +15,7 @@ experiments/results/.
     python experiments/sweep.py collect runs/sweep --into experiments/results/<file>.json --round <n>
 
 The search rounds recorded in experiments/results/sweep_cpu.json and sweep_h200.json used options that the product
-no longer has; the tag `search-rounds` holds the code that reruns them (experiments/README.md).
+no longer has; commit bc939f67 (tag `search-rounds`) holds the code that reruns them (experiments/README.md).
 """
 import argparse
 import ast
@@ -30,7 +30,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import common  # noqa: E402
-import hw.training  # noqa: E402
 
 MODELS = ("classifier", "unet", "frozen", "finetuned")
 
@@ -98,8 +97,6 @@ def run(args):
     kind = "tiny" if args.model == "classifier" else "moon"
     train, val = common.load_datasets(kind, args.profile, args.data, Path(args.out), progress=False)[:2]
     train = subsample(train, args.train_fraction)
-    if args.loss != "bce_dice":     # fit builds its task with make_task: the experiment's loss replaces it there
-        hw.training.make_task = lambda data, cfg: LOSSES[args.loss](cfg)
     for seed in args.seeds:
         name = f"{args.name}_seed{seed}"
         cfg = candidate(args.profile, args.model, changes, seed)
@@ -107,8 +104,9 @@ def run(args):
             cfg, val = dataclasses.replace(cfg, epochs=2, max_steps_per_epoch=2), val.subset(range(min(16, len(val))))
         t0 = time.time()
         common.seed_everything(seed)        # the initial weights too are the seed's, whatever ran before in this process
+        task = LOSSES[args.loss](cfg) if args.model != "classifier" else None     # the default task, or the loss's
         hist = common.fit(build(args.model, args.classifier, args.init, args.branch, args.branch_from), train, val, cfg,
-                          Path(args.out) / name, progress=False)
+                          Path(args.out) / name, progress=False, task=task)
         best, _ = common.load_checkpoint(Path(args.out) / name / "best.pt")
         res = {"name": name, "candidate": args.name, "model": args.model, "profile": args.profile, "seed": seed,
                "changes": {**changes, **({"loss": args.loss} if args.loss != "bce_dice" else {}),

@@ -115,12 +115,12 @@ def overlay_errors(image, pred, target):
     return np.clip(img, 0, 1)
 
 
-def show_segmentation(images, masks, probs, threshold=0.5, titles=None, path=None):
-    """Rows of (input, probability, prediction, ground truth, error overlay)."""
+def show_segmentation(images, masks, probs, threshold=0.5, titles=None, heads=None, path=None):
+    """Rows of (input, probability, prediction, ground truth, error overlay); heads: the five column titles, in the
+    report's language (the notebook words them)."""
     import matplotlib.pyplot as plt
     n = len(images)
     fig, axes = plt.subplots(n, 5, figsize=(12, 2.5 * n), squeeze=False)
-    heads = ["вход", "вероятность", "предсказание", "разметка", "ошибки (зел. верно, красн. лишнее, син. пропуск)"]
     for i in range(n):
         pred = probs[i] > threshold
         panels = [to_hwc(images[i]), probs[i].squeeze().numpy(), pred.squeeze().numpy(),
@@ -128,7 +128,7 @@ def show_segmentation(images, masks, probs, threshold=0.5, titles=None, path=Non
         for j, (ax, p) in enumerate(zip(axes[i], panels)):
             ax.imshow(p, cmap="gray" if j in (1, 2, 3) else None, vmin=0, vmax=1 if j in (1, 2, 3) else None)
             ax.axis("off")
-            if i == 0:
+            if i == 0 and heads:
                 ax.set_title(heads[j], fontsize=8)
         if titles:
             axes[i][0].set_ylabel(titles[i])
@@ -167,15 +167,15 @@ def browse(n, render, description="№"):
     """A slider over n items; render(i) draws item i. Returns the widget (or None without ipywidgets).
     In a headless run (run_all.py sets HW_STATIC_WIDGETS=1) no widget is built: nbclient, which papermill runs
     notebooks with, can wait forever on a cell that creates ipywidgets (jupyter/nbclient#312; seen here on a
-    re-render), and a saved slider cannot move anyway; the static figure beside every slider is the report's."""
+    re-render), and a saved slider cannot move anyway; the static figure beside every slider is the report's (the
+    notebooks say so in their text)."""
     if os.environ.get("HW_STATIC_WIDGETS"):
-        print(f"(слайдер по {n} примерам работает при запуске в Jupyter; в отчёте — статичная версия ниже)")
         return None
     try:
         import ipywidgets as widgets
     except ImportError:
-        print("(слайдер не построен: нет пакета ipywidgets — `pip install ipywidgets` и перезапуск ядра; "
-              "статичная версия — ниже)")
+        print("no slider: the package ipywidgets is missing (`pip install ipywidgets`, then restart the kernel); "
+              "the static figure below shows the same")
         return None
     return widgets.interactive(render, i=widgets.IntSlider(min=0, max=max(n - 1, 0), step=1, value=0,
                                                          description=description, continuous_update=False))

@@ -129,7 +129,7 @@ def resume(last, key, model, opt, sched, epochs, retrain_finished, progress):
 
 
 def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True, callback=None, meta=None,
-        retrain_finished=False, precision=None, estimate=False, keep="best"):
+        retrain_finished=False, precision=None, estimate=False, keep="best", task=None):
     """Train `model` on `train` (ImageSet or MaskSet), validate on `val` after every epoch; returns the history.
 
     out_dir/last.pt      the state after the last finished epoch, written atomically: calling `fit` again with the
@@ -142,10 +142,11 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
     out_dir/history.csv  one row per epoch.
     precision: see `compute_precision`; not part of the run key, so a run resumes on a machine that computes
     otherwise. estimate: first print how long the remaining epochs will take here (and the string given, when
-    that is over five minutes); stored in best.pt's meta."""
+    that is over five minutes); stored in best.pt's meta. task: the loss and metrics (default `make_task(train,
+    cfg)`; experiments pass a task of their own)."""
     import pandas as pd
     device, out_dir = torch.device(device or default_device()), Path(out_dir)
-    task, prec = make_task(train, cfg), compute_precision(device, precision)
+    task, prec = task or make_task(train, cfg), compute_precision(device, precision)
     seed_everything(cfg.seed)
     to_device(model, device, prec)
     train = on_device(train, device)

@@ -86,7 +86,13 @@ def test_estimate_times_each_kind_of_step_the_schedule_has(moon_data, small):
     cfg = common.TrainConfig(epochs=4, batch_size=6, min_size=64, full_size_at=0.5)
     est = common.estimate_fit_time(small.unet(), train, val, cfg)
     assert set(est["step_s"]) == {"64 px", "128 px"} and len(est["epoch_s"]) == 4
-    assert est["epoch_s"][0] < est["epoch_s"][-1]         # 64 px steps are cheaper than 128 px ones
+    # each epoch is its side's step time times the batches (sides in between interpolated by pixel count), plus the
+    # same validation time: epochs 1-4 train at 64, 96, 128 and 128 px
+    n, (s64, s128), e = cfg.steps_per_epoch(len(train)), (est["step_s"]["64 px"], est["step_s"]["128 px"]), est["epoch_s"]
+    w = (96 ** 2 - 64 ** 2) / (128 ** 2 - 64 ** 2)
+    assert [cfg.input_size(k) for k in range(4)] == [64, 96, 128, 128] and e[2] == e[3]
+    assert e[3] - e[0] == pytest.approx(n * (s128 - s64)) and e[1] - e[0] == pytest.approx(n * w * (s128 - s64))
+    assert est["total_s"] == pytest.approx(sum(e))
     model = small.backbone(small.classifier())
     cfg = common.TrainConfig(epochs=3, batch_size=6, freeze_encoder_epochs=1)
     est = common.estimate_fit_time(model, train, val, cfg, first_epoch=0)
