@@ -10,6 +10,7 @@ experiments/results/.
     python experiments/sweep.py run finetuned --name enc03 --set encoder_lr_mult=0.3 --init weights/backbone_unet_frozen.pt
     python experiments/sweep.py run frozen --name hybrid_A --branch 32 64 128 --branch-from weights/unet.pt
     python experiments/sweep.py run unet --name lovasz --loss lovasz --seeds 0 1
+    python experiments/sweep.py run unet --name focal --loss focal --seeds 0 1
     python experiments/sweep.py run unet --name train75 --train-fraction 0.75 --seeds 0 1
     python experiments/sweep.py summary runs/sweep
     python experiments/sweep.py collect runs/sweep --into experiments/results/<file>.json --round <n>
@@ -56,7 +57,23 @@ class LovaszTask(common.SegmentationTask):
                 + self.cfg.dice_weight * lovasz_hinge(out, y))
 
 
-LOSSES = {"bce_dice": common.SegmentationTask, "lovasz": LovaszTask}
+def focal_bce(logits, target, gamma=2.0):
+    """The focal loss (Lin et al., 2017) of the binary case: BCE per pixel weighted by (1 - p_t) ** gamma, so
+    pixels already right count less; gamma = 0 is BCE."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = torch.exp(-bce)
+    return ((1 - p_t) ** gamma * bce).mean()
+
+
+class FocalTask(common.SegmentationTask):
+    """Segmentation with loss = bce_weight * focal term + dice_weight * Dice (the BCE term replaced)."""
+
+    def loss(self, out, y):
+        return self.cfg.bce_weight * focal_bce(out, y) + self.cfg.dice_weight * common.dice_loss(out, y)
+
+
+LOSSES = {"bce_dice": common.SegmentationTask, "lovasz": LovaszTask, "focal": FocalTask}
 
 
 def subsample(train, fraction, seed=0):
@@ -164,7 +181,7 @@ def main(argv=None):
     r.add_argument("--init", default=None, help="a backbone U-Net checkpoint to start from (variant B from A)")
     r.add_argument("--branch", nargs="*", type=int, default=[], help="the extension: high-resolution branch widths")
     r.add_argument("--branch-from", default=None, help="a base U-Net checkpoint whose upper levels start the branch")
-    r.add_argument("--loss", default="bce_dice", choices=list(LOSSES), help="segmentation: the overlap term of the loss")
+    r.add_argument("--loss", default="bce_dice", choices=list(LOSSES), help="segmentation: BCE + Dice, BCE + Lovasz hinge, or focal + Dice")
     r.add_argument("--train-fraction", type=float, default=1.0, help="train on this stratified fraction of train")
     r.add_argument("--smoke", action="store_true", help="2 epochs of 2 batches per run (checks the script)")
     s = sub.add_parser("summary")

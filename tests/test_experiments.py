@@ -84,6 +84,19 @@ def test_lovasz_hinge_is_zero_for_confident_right_logits_and_grows_with_errors()
     assert (logits.grad[t > 0] < 0).any() and (logits.grad[t == 0] >= 0).all()
 
 
+def test_focal_term_is_bce_at_gamma_zero_and_discounts_pixels_already_right():
+    g = torch.Generator().manual_seed(0)
+    t = (torch.rand(2, 1, 8, 8, generator=g) > 0.7).float()
+    logits = torch.randn(2, 1, 8, 8, generator=g) * 3
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, t)
+    assert float(sweep.focal_bce(logits, t, gamma=0.0)) == pytest.approx(float(bce))
+    assert float(sweep.focal_bce(logits, t)) < float(bce)
+    easy, hard = (t * 2 - 1) * 4, (1 - 2 * t) * 0.5          # right and sure, against wrong and unsure
+    ratio_easy = float(sweep.focal_bce(easy, t) / sweep.focal_bce(easy, t, gamma=0.0))
+    ratio_hard = float(sweep.focal_bce(hard, t) / sweep.focal_bce(hard, t, gamma=0.0))
+    assert ratio_easy < 1e-3 < 0.3 < ratio_hard
+
+
 def test_subsample_keeps_a_stratified_fraction(moon_data):
     train = moon_data[0]
     half = sweep.subsample(train, 0.5)
