@@ -244,10 +244,16 @@ def decisions_table():
     d = json.loads(f.read_text())
     f3 = lambda v: "/".join(f"{x:.3f}" for x in v)                              # noqa: E731
     sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
+    again = ("" if "baseline_as_recorded" not in d else
+             " The baseline, trained again with the same seeds for the later candidates, gave the recorded scores "
+             "again, to every digit." if all(d["baseline_as_recorded"].values()) else
+             " The baseline, trained again for the later candidates, gave other scores than recorded: the earlier "
+             "rows stand against the earlier baseline.")
     lines = [f"Baseline `{d['baseline']}` (the notebooks' recipe), val IoU at 0.5 with flip TTA, seeds "
              f"{'/'.join(d['baseline_iou'])}: {f3(d['baseline_iou'].values())}; {d['n_val']} validation frames; "
              f"{d['candidates_compared']} candidates compared so far, so a new interval is at {d['level']:.1%} "
-             f"(Bonferroni; each row's interval is at the level it was decided at); {d['machine']}, {d['precision']}. Before this protocol, "
+             f"(Bonferroni; each row's interval is at the level it was decided at); {d['machine']}, {d['precision']}."
+             f"{again} Before this protocol, "
              f"{sum(len(json.loads(g.read_text())['runs']) for g in (ROOT / 'experiments' / 'results').glob('sweep_*.json'))} "
              "runs of the recorded search (`results/sweep_*.json`, below) were ranked on one split without seeds; "
              "their decisions are the ones re-made here. The best epoch's val IoU (in the training precision) exceeds "

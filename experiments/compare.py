@@ -139,11 +139,15 @@ def main(argv=None):
     gaps = {**prev["best_minus_last_epoch"], **{r["name"]: max(r["history"]["val_iou"]) - r["history"]["val_iou"][-1]
                                               for seeds in (base, *runs.values()) for r, _ in seeds.values()}}
     rec = next(iter(base.values()))[0]
+    out_iou = {str(s): iou(counts[a.baseline, s]) for s in base}
     out = {"protocol": "seeds, paired bootstrap over validation frames, Bonferroni over the candidates (compare.py)",
-           "baseline": a.baseline, "baseline_iou": {str(s): iou(counts[a.baseline, s]) for s in base},
+           "baseline": a.baseline, "baseline_iou": out_iou,
            "n_val": len(val), "candidates_compared": k, "level": level, "machine": rec["machine"],
            "precision": rec["precision"], "candidates": kept + rows, "threshold": thr,
-           "best_minus_last_epoch": gaps}
+           "best_minus_last_epoch": gaps,
+           # the kept verdicts stand against this baseline only if it trained to the same scores again
+           **({"baseline_as_recorded": {s: prev["baseline_iou"].get(s) == v for s, v in out_iou.items()}}
+              if a.keep_from else {})}
     common.save_json(out, a.into)
     print(json.dumps(out, indent=1))
 

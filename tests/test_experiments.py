@@ -57,6 +57,7 @@ def test_a_smoke_run_writes_what_summary_and_collect_read(tmp_path, capsys):
     assert new["diff"] == pytest.approx(kept["diff"])
     assert new["interval"][0] <= kept["interval"][0] and new["interval"][1] >= kept["interval"][1]  # a higher level
     assert set(a["best_minus_last_epoch"]) == set(b["best_minus_last_epoch"])
+    assert "baseline_as_recorded" not in a and b["baseline_as_recorded"] == {"0": True, "1": True}
 
 
 def test_every_recorded_search_run_is_defined_at_the_commit_named_in_the_readme():
