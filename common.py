@@ -20,7 +20,7 @@ from hw.models import (
     BasicBlock, FlipTTA, ClassifierEncoder, UNetEncoder, AdaptedEncoder, BranchedEncoder, UNetDecoder,
     Classifier, SegmentationModel, unet, backbone_unet, load_backbone, load_branch, build_model)  # noqa: F401
 from hw.metrics import (
-    confusion_counts, seg_metrics, per_image_iou, paired_bootstrap_iou, tolerant_scores, topk_correct,
+    confusion_counts, seg_metrics, per_image_iou, paired_bootstrap_iou, topk_correct,
     best_threshold, bootstrap_iou, bootstrap_accuracy)  # noqa: F401
 from hw.evaluation import (
     dice_loss, ClassificationTask, SegmentationTask, make_task, to_device, prepare_batch, predict,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 def confusion_counts(logits, target, threshold=0.5):
     """Per-image tp, fp, fn, tn (int64, shape (N,)) for binary masks; rock = sigmoid(logit) > threshold."""
@@ -76,23 +75,6 @@ def paired_bootstrap_iou(counts_a, counts_b, n=2000, seed=0, level=0.95):
     lo, hi = _interval(diffs, level)
     return {"diff": float(_micro_iou(counts_b.double().sum(0)) - _micro_iou(counts_a.double().sum(0))),
             "low": lo, "high": hi}
-
-
-def tolerant_scores(pred, target, radii=(0, 1, 2, 4)):
-    """Where the errors are: precision, recall and F1 when a pixel within r pixels (a (2r+1)^2 square) counts
-    as a hit. r = 0 gives the usual scores (F1 = micro Dice). An outline off by a pixel or two stops counting
-    at r = 2..4; a rock missed or invented does not, so a gap between two models that stays as r grows is
-    about what they detect, not about how finely they draw it. pred, target: (N,1,H,W) bool or 0/1."""
-    p, t = pred.float(), (target > 0.5).float()
-    near = lambda x, r: F.max_pool2d(x, 2 * r + 1, 1, r) if r else x   # noqa: E731
-    out = {}
-    for r in radii:
-        prec = float((p * near(t, r)).sum()) / max(float(p.sum()), 1.0)
-        rec = float((t * near(p, r)).sum()) / max(float(t.sum()), 1.0)
-        out[f"F1 ±{r} px"] = 2 * prec * rec / max(prec + rec, 1e-12)
-        if r in (radii[0], radii[-1]):
-            out[f"precision ±{r} px"], out[f"recall ±{r} px"] = prec, rec
-    return out
 
 
 def topk_correct(logits, labels, ks=(1, 5)):

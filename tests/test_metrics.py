@@ -47,23 +47,6 @@ def test_topk_matches_torchmetrics():
         assert c[k] / 50 == pytest.approx(float(ref), abs=1e-6)
 
 
-def test_tolerant_scores_tell_outline_errors_from_missed_rocks():
-    target = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
-    target[..., 8:24, 8:24] = True                   # a large rock
-    target[..., 40:44, 40:44] = True                 # a small one
-    shifted = torch.zeros_like(target)
-    shifted[..., 9:25, 9:25] = True                  # both outlines off by one pixel ...
-    shifted[..., 41:45, 41:45] = True
-    missed = target.clone()
-    missed[..., 40:44, 40:44] = False                # ... versus the small rock not found at all
-    s, m = common.tolerant_scores(shifted, target), common.tolerant_scores(missed, target)
-    assert s["F1 ±0 px"] < 0.9 and s["F1 ±1 px"] == 1.0 and s["F1 ±4 px"] == 1.0   # outline errors vanish
-    assert m["recall ±4 px"] < 1.0 and m["F1 ±4 px"] == m["F1 ±0 px"] and m["precision ±0 px"] == 1.0
-    # r = 0 is the ordinary micro Dice
-    dice = common.seg_metrics(common.confusion_counts(shifted.float() * 20 - 10, target.float()))["dice"]
-    assert abs(s["F1 ±0 px"] - dice) < 1e-9
-
-
 def test_paired_bootstrap_interval_covers_noise_and_excludes_a_clear_gain():
     g = torch.Generator().manual_seed(0)
     n = 200
