@@ -181,7 +181,8 @@ def main(argv=None):
     r.add_argument("--init", default=None, help="a backbone U-Net checkpoint to start from (variant B from A)")
     r.add_argument("--branch", nargs="*", type=int, default=[], help="the extension: high-resolution branch widths")
     r.add_argument("--branch-from", default=None, help="a base U-Net checkpoint whose upper levels start the branch")
-    r.add_argument("--loss", default="bce_dice", choices=list(LOSSES), help="segmentation: BCE + Dice, BCE + Lovasz hinge, or focal + Dice")
+    r.add_argument("--loss", default="bce_dice", choices=list(LOSSES),
+                   help="segmentation: BCE + Dice, BCE + Lovasz hinge, or focal + Dice")
     r.add_argument("--train-fraction", type=float, default=1.0, help="train on this stratified fraction of train")
     r.add_argument("--smoke", action="store_true", help="2 epochs of 2 batches per run (checks the script)")
     s = sub.add_parser("summary")

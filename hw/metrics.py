@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
 def confusion_counts(logits, target, threshold=0.5):
     """Per-image tp, fp, fn, tn (int64, shape (N,)) for binary masks; rock = sigmoid(logit) > threshold."""
     pred = torch.sigmoid(logits.float()) > threshold
