@@ -21,6 +21,7 @@ no longer has; commit bc939f67 (tag `search-rounds`) holds the code that reruns 
 import argparse
 import ast
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torchvision.ops import sigmoid_focal_loss  # noqa: E402
 
 import common  # noqa: E402
 
@@ -57,23 +59,19 @@ class LovaszTask(common.SegmentationTask):
                 + self.cfg.dice_weight * lovasz_hinge(out, y))
 
 
-def focal_bce(logits, target, gamma=2.0):
-    """The focal loss (Lin et al., 2017) of the binary case: BCE per pixel weighted by (1 - p_t) ** gamma, so
-    pixels already right count less; gamma = 0 is BCE."""
-    logits = logits.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = torch.exp(-bce)
-    return ((1 - p_t) ** gamma * bce).mean()
+# the focal loss (Lin et al., 2017) of the binary case, as torchvision has it: BCE per pixel weighted by
+# (1 - p_t) ** gamma, so pixels already right count less (gamma = 0 is BCE); alpha = -1: no class weighting
+focal_bce = functools.partial(sigmoid_focal_loss, alpha=-1, gamma=2.0, reduction="mean")
 
 
 class FocalTask(common.SegmentationTask):
     """Segmentation with loss = bce_weight * focal term + dice_weight * Dice (the BCE term replaced)."""
 
     def loss(self, out, y):
-        return self.cfg.bce_weight * focal_bce(out, y) + self.cfg.dice_weight * common.dice_loss(out, y)
+        return self.cfg.bce_weight * focal_bce(out.float(), y) + self.cfg.dice_weight * common.dice_loss(out, y)
 
 
-LOSSES = {"bce_dice": common.SegmentationTask, "lovasz": LovaszTask, "focal": FocalTask}
+LOSSES = {"bce_dice": None, "lovasz": LovaszTask, "focal": FocalTask}      # None: fit's own task, the product's loss
 
 
 def subsample(train, fraction, seed=0):
@@ -121,7 +119,7 @@ def run(args):
             cfg, val = dataclasses.replace(cfg, epochs=2, max_steps_per_epoch=2), val.subset(range(min(16, len(val))))
         t0 = time.time()
         common.seed_everything(seed)        # the initial weights too are the seed's, whatever ran before in this process
-        task = LOSSES[args.loss](cfg) if args.model != "classifier" else None     # the default task, or the loss's
+        task = LOSSES[args.loss] and LOSSES[args.loss](cfg)
         hist = common.fit(build(args.model, args.classifier, args.init, args.branch, args.branch_from), train, val, cfg,
                           Path(args.out) / name, progress=False, task=task)
         best, _ = common.load_checkpoint(Path(args.out) / name / "best.pt")
