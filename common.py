@@ -7,13 +7,14 @@ installs with `pip install .` (pyproject.toml) where a notebook runs outside thi
 
 from hw.core import (
     ROOT, INPUT_SIZE, DataError, CheckpointError, TrainingError, data_root, shared_data, atomic_write,
-    save_json, seed_everything, default_device, count_params)  # noqa: F401
+    save_json, seed_everything, default_device, count_params, shown_path, results_file)  # noqa: F401
 from hw.precision import (
     PRECISIONS, PRECISION_ENV, BF16_MIN_SPEEDUP, Precision, cpu_flags, cpu_name, native_bf16, machine,
     timed, evaluation_precision, compute_precision, environment)  # noqa: F401
 from hw.data import (
     pil_to_rgb, resize, resize_uint8, tiny_folder, moon_folder, ImageSet, MaskSet, find_dataset,
-    read_tiny_imagenet, read_moon, stratified_split, coverage_bins)  # noqa: F401
+    read_tiny_imagenet, read_moon, stratified_split, coverage_bins, MOON_SELECTION_FILE, moon_selection, moon_splits,
+    BROKEN_BLACK, BROKEN_ROCK)  # noqa: F401
 from hw.synthetic import make_synthetic_tiny_imagenet, make_synthetic_moon  # noqa: F401
 from hw.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, AugmentConfig, BatchAugment, model_input  # noqa: F401
 from hw.models import (
@@ -29,7 +30,7 @@ from hw.training import TrainConfig, train_step, fit, estimate_fit_time  # noqa:
 from hw.checkpoints import (
     CHECKPOINT_FORMAT, save_checkpoint, load_checkpoint, preprocess, weights_digest, state_digest)  # noqa: F401
 from hw.pipeline import (
-    Recipe, PROFILES, recipe, resolve_profile, Setup, setup, load_datasets, data_signature,
+    Recipe, PROFILES, recipe, resolve_profile, Setup, setup, load_datasets, decisions, data_signature,
     TRAIN_INSTEAD, run_key, train_or_reuse, classification_results, segmentation_results,
     segmentation_scores, split_scores, held_out_scores, fit_data, export_final, MOON_TEST, MOON_VAL)  # noqa: F401
 from hw.plots import (

@@ -31,8 +31,8 @@ def results_table():
             if (w / f"{n}_metrics.json").exists()}
     if not rows:
         return "_No committed run yet: `python run_all.py --profile cpu` writes it._"
-    lines = ["| model | profile | params | validation (choices made on it) | test, 95 % interval (no choice looked at "
-             "it) | best known submission |", "|---|---|---|---|---|---|"]
+    lines = ["| model | profile | params | validation (choices made on it) | test, 95 % interval (frames no choice "
+             "saw) | best known submission |", "|---|---|---|---|---|---|"]
     for name, r in rows.items():
         t = r.get("test")
         if name == "classifier":
@@ -64,6 +64,75 @@ def results_table():
     return "\n".join(lines)
 
 
+def splits_text():
+    """What each split of the README's results is, and what was decided where, from the code's constants and the
+    selection list (hw/moon_selection.json)."""
+    import common
+    sel = common.moon_selection()
+    n_sel, pct = sum(map(len, sel.values())), lambda f: f"{100 * f:.0f}"                        # noqa: E731
+    r = common.recipe("cpu")
+    return (f"**Test** is what no choice looked at: {pct(common.MOON_TEST)} % of the moon frames (stratified by rock "
+            f"coverage, fixed seed; train / val / test = {pct(1 - common.MOON_TEST - common.MOON_VAL)} / "
+            f"{pct(common.MOON_VAL)} / {pct(common.MOON_TEST)} %), drawn only from frames outside the {n_sel} that "
+            f"served earlier choices (`hw/moon_selection.json`: the {len(sel['search_val'])} frames of the single-split "
+            f"search's validation split, which had also been the test split until it was replaced, and the "
+            f"{len(sel['protocol_val'])} of the seed protocol's validation split; they go to train and val only); for "
+            "the classifier, the official validation images of its classes (not in `../shared`: n/a). The interval is "
+            "the 95 % bootstrap interval over the test images. **Validation**: the classifier's recipe, its flip TTA "
+            "and its best epoch were chosen on it, so it is optimistic. **Decided under the seed protocol** "
+            "([experiments/README.md](experiments/README.md)): the U-Net's h-flip, epochs, data fraction, loss and the "
+            "threshold; **inherited from the earlier single-split search**: the U-Net's widths, A's and B's "
+            "augmentation and epochs, B's learning rate, flip TTA. The three segmentation models were then fit once on "
+            f"train + val with the epochs and the threshold ({r.unet.threshold}) fixed beforehand, so val scores none "
+            f"of them. Broken renders (`MaskSet.broken`: at least {pct(common.BROKEN_BLACK)} % of the lower half of "
+            f"the frame pure black, and the mask marking rock on at least {pct(common.BROKEN_ROCK)} % of those black "
+            "pixels; counted in notebook 02) are left out of training; the test IoU is also given without them.")
+
+
+def reproduction_text():
+    """The committed weights re-evaluated on each kind of machine (benchmarks/reevaluate.py): the largest difference
+    to the committed metrics."""
+    files = sorted((ROOT / "benchmarks" / "reevaluation").glob("*.json"))
+    if not files:
+        return "_No re-evaluation yet: `python benchmarks/reevaluate.py --json benchmarks/reevaluation/<kind>.json`._"
+    runs = [json.loads(f.read_text()) for f in files]
+    d_iou = max(abs(m["iou"] - m["committed_iou"]) for r in runs for m in r["models"].values() if "iou" in m)
+    d_top1 = max(abs(m["top1"] - m["committed_top1"]) for r in runs for m in r["models"].values() if "top1" in m)
+    return (f"The committed weights, re-evaluated on {len(runs)} machine setting(s) (`python benchmarks/reevaluate.py`: "
+            + "; ".join(f"{r['machine']}, {r['date'][:10]}" for r in runs) + "), differ from the committed metrics by "
+            f"at most **{d_iou:.1e} IoU and {100 * d_top1:.1e} points of top-1** (metrics are computed in fp32 "
+            "everywhere, but the fp32 kernels may differ between CPUs).")
+
+
+def demo_text():
+    """How long the offline demo took on each kind of machine (benchmarks/demo_time.py)."""
+    files = sorted((ROOT / "benchmarks" / "demo").glob("*.json"))
+    if not files:
+        return "_No demo timing yet: `python benchmarks/demo_time.py --json benchmarks/demo/<kind>.json`._"
+    runs = [json.loads(f.read_text()) for f in files]
+    return ("The demo (`python run_all.py --profile demo`, all three notebooks and the PDF report) took " +
+            "; ".join(f"**{r['minutes']:.1f} min** on {r['machine']} ({r['precision']}, {r['date'][:10]})" for r in runs)
+            + " (`python benchmarks/demo_time.py`).")
+
+
+def retired_text():
+    """The scores of the retired moon test split (experiments/retired_test.py -> results/retired_test_split.json)."""
+    import common
+    f = ROOT / "experiments" / "results" / "retired_test_split.json"
+    if not f.exists():
+        return "_Run `python experiments/retired_test.py`._"
+    d, sel = json.loads(f.read_text()), common.moon_selection()
+    lines = [f"Until it was replaced, the moon test split ({len(sel['search_val'])} frames) was the very validation split "
+             "of the single-split search (the same call, fraction and seed), and it was scored twice, each time by "
+             "newly trained models, so its scores are no estimate on frames no choice saw. It is replaced by a test split "
+             "drawn only from frames outside `hw/moon_selection.json`:", "",
+             "| scored at commit | the models | U-Net | A | B |", "|---|---|---|---|---|"]
+    for sc in d["scorings"]:
+        cells = [f"{m['iou']:.3f} ({ci(m['iou_ci'])}, threshold {m['threshold']:.2f})" for m in sc["models"].values()]
+        lines.append(f"| `{sc['commit']}` | {sc['what']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def perf_table():
     """One row per model and kind of machine measured (benchmarks/train_speed.py --json)."""
     lines = ["| machine | precision | model | batch | usual img/s | ours img/s | speedup | usual step alone (fp32, no "
@@ -72,7 +141,8 @@ def perf_table():
     for f in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
         r = json.loads(f.read_text())
         machine = f"{r.get('machine', r['device'] + ', ' + str(r['threads']) + ' threads')} (`{f.name}`" + \
-            (f", {r['date'][:10]}, {r['data']} data, median of {r['repeats']})" if "date" in r else ")")
+            (f", {r['date'][:10]}, {r['data']} data, median of {r['repeats']})" if "date" in r else
+             f", a single run with older code and torch {r['torch']}, not measured again)")
         precision = r.get("precision", "bf16 (before per-machine precision)")
         peak = r.get("matmul_peak_gflops", r.get("bf16_matmul_peak_gflops"))
         for row in r["rows"]:
@@ -278,10 +348,11 @@ def decisions_table():
     return "\n".join(lines)
 
 
-BLOCKS = {"results": results_table, "decisions": decisions_table, "layout": layout_table, "times": times_table, "perf": perf_table, "sweep": sweep_table,
-          "candidates": candidates_table, "checklist": checklist_table}
-FILES = {"README.md": ("checklist", "results", "times", "perf"), "docs/engineering.md": ("layout",),
-         "experiments/README.md": ("decisions", "candidates", "sweep")}
+BLOCKS = {"results": results_table, "decisions": decisions_table, "layout": layout_table, "times": times_table,
+          "perf": perf_table, "sweep": sweep_table, "candidates": candidates_table, "checklist": checklist_table,
+          "splits": splits_text, "reproduction": reproduction_text, "demo": demo_text, "retired": retired_text}
+FILES = {"README.md": ("demo", "checklist", "splits", "results", "times", "reproduction", "perf"),
+         "docs/engineering.md": ("layout",), "experiments/README.md": ("retired", "decisions", "candidates", "sweep")}
 
 
 def block(name):

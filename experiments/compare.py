@@ -7,8 +7,10 @@ loaded here), and a fixed threshold of 0.5 against one tuned on validation.
         --into experiments/results/decisions.json      # a later candidate; the earlier verdicts stay as recorded
 
 The protocol (experiments/README.md):
-- every model is scored as the notebooks score it, with flip TTA, at the threshold 0.5 (a tuned threshold is a
-  candidate of its own, below), by its per-frame counts on the validation split;
+- every model is scored with flip TTA, as the notebooks score theirs, at the threshold 0.5 (a tuned threshold is a
+  candidate of its own, below), by its per-frame counts on the validation split; the checkpoint scored is the one
+  sweep.py keeps, `best.pt`: the epoch of the best val IoU, chosen on these same frames (the notebooks keep the last
+  epoch of their final fit instead; `best_minus_last_epoch` below says how far apart the two are);
 - a candidate's difference to the baseline is the micro IoU of its seeds' counts pooled over the seeds minus the
   baseline's, with a paired bootstrap interval over the validation frames (both resampled with the same frames)
   at the level 1 - 0.05 / k, where k counts every candidate compared under the protocol so far, those kept from an
@@ -46,6 +48,7 @@ def load_runs(folders):
 
 
 def val_logits(path, val):
+    """Flip-TTA logits on val of a checkpoint (sweep.py's best.pt: the best epoch on val)."""
     model, _ = common.load_checkpoint(path, expect_task="segmentation")
     return common.predict(model, val.images, tta=True)
 

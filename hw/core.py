@@ -41,6 +41,22 @@ def shared_data():
     return Path(os.environ.get("HW_SHARED_DATA") or (ROOT if IN_CHECKOUT else Path.cwd()).parent / "shared" / "data")
 
 
+def shown_path(path):
+    """A path as outputs print it: relative to the repository (or to the folder above it, e.g. ../shared/data), else
+    its name alone, so no notebook or report records the absolute paths of the machine that ran it."""
+    p = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        if p.is_relative_to(base):
+            return prefix + (p.relative_to(base).as_posix() or ".")
+    return p.name
+
+
+def results_file(name):
+    """A results file of the experiments (experiments/results/<name>, written by code there), which the notebooks
+    quote instead of typing its numbers."""
+    return json.loads((ROOT / "experiments" / "results" / name).read_text())
+
+
 def atomic_write(path, write):
     """Call write(tmp_path) and move the result over `path` in one step: readers never see half a file."""
     path = Path(path)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .core import INPUT_SIZE, MOON_HINT, TINY_URL, DataError, atomic_write, data_root, progress_bar, shared_data
+from .core import INPUT_SIZE, MOON_HINT, TINY_URL, DataError, atomic_write, data_root, progress_bar, shared_data, \
+    shown_path
 
 IMAGE_EXTS = {".jpeg", ".jpg", ".png"}
 
@@ -69,7 +70,7 @@ def _unpack_zip(zip_path):
     stamp = f"{zip_path.resolve()} {zip_path.stat().st_size}"
     if marker.exists() and marker.read_text() == stamp:
         return dest
-    print(f"unpacking {zip_path} -> {dest} (once)")
+    print(f"unpacking {shown_path(zip_path)} -> {shown_path(dest)} (once)")
     try:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(dest)
@@ -152,6 +153,11 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.names)
 
 
+# `MaskSet.broken`: the share of the lower half of a frame that is pure black, and the share of those black pixels
+# that the mask marks as rock, from which a frame counts as broken
+BROKEN_BLACK, BROKEN_ROCK = 0.5, 0.01
+
+
 @dataclass
 class MaskSet:
     """Segmentation data held in memory: images uint8 (N,3,S,S), masks uint8 (N,1,S,S) of 0/1,
@@ -180,14 +186,14 @@ class MaskSet:
     @property
     def broken(self):
         """Frames whose render lost its ground while the mask kept its rocks (frame 750 of the course's set is one):
-        at least half of the lower half of the frame is pure black (0, 0, 0), and the mask marks rock on at least
-        1 % of those black pixels. A real render is never pure black where the ground is (shadows keep some light);
-        its sky, pure black, is in the upper part and holds no rock."""
+        at least BROKEN_BLACK (half) of the lower half of the frame is pure black (0, 0, 0), and the mask marks rock on
+        at least BROKEN_ROCK (1 %) of those black pixels. A real render is never pure black where the ground is
+        (shadows keep some light); its sky, pure black, is in the upper part and holds no rock."""
         h = self.images.shape[-2] // 2
         black = (self.images[:, :, h:].amax(1) == 0).flatten(1)
         rock = self.masks[:, 0, h:].bool().flatten(1)
         n_black = black.sum(1)
-        return (n_black >= black.shape[1] / 2) & ((black & rock).sum(1) >= 0.01 * n_black)
+        return (n_black >= BROKEN_BLACK * black.shape[1]) & ((black & rock).sum(1) >= BROKEN_ROCK * n_black)
 
 
 def find_dataset(name, data_dir=None):
@@ -360,12 +366,12 @@ def read_moon(root, size=INPUT_SIZE, progress=True):
                    tuple(data["orig_size"].tolist()))
 
 
-def stratified_split(strata, val_fraction=0.1, seed=0):
-    """Stratified train/val indices (scikit-learn, fixed seed)."""
+def stratified_split(strata, test_size=0.1, seed=0):
+    """Stratified (rest, drawn) indices (scikit-learn, fixed seed); test_size: a fraction, or a number of items."""
     from sklearn.model_selection import train_test_split
     strata = np.asarray(strata)
     idx = np.arange(len(strata))
-    tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=strata)
+    tr, va = train_test_split(idx, test_size=test_size, random_state=seed, stratify=strata)
     return np.sort(tr), np.sort(va)
 
 
@@ -374,3 +380,29 @@ def coverage_bins(coverage, n_bins=5):
     cov = np.asarray(coverage, dtype=np.float64)
     edges = np.quantile(cov, np.linspace(0, 1, n_bins + 1)[1:-1])
     return np.searchsorted(edges, cov, side="right")
+
+
+MOON_SELECTION_FILE = Path(__file__).with_name("moon_selection.json")
+
+
+def moon_selection(path=MOON_SELECTION_FILE):
+    """{group: frame ids} of the moon frames that served a choice so far (hw/moon_selection.json says where each
+    group came from); the test split is never drawn from them."""
+    return {g["name"]: g["ids"] for g in json.loads(Path(path).read_text())["groups"]}
+
+
+def moon_splits(coverage, ids, test=0.2, val=0.15, exclude_from_test=(), seed=0):
+    """Indices (train, val, test) of the moon frames, stratified by rock coverage (5 quantile bins over all frames),
+    fixed seed. test: that fraction of all frames, drawn only from frames whose id is not in exclude_from_test; val:
+    that fraction of all frames, drawn from everything left (excluded frames included); train: the rest."""
+    strata = coverage_bins(coverage, 5)
+    n = len(strata)
+    n_test, n_val = int(np.ceil(test * n)), int(np.ceil(val * n))
+    pool = np.flatnonzero(~np.isin(np.asarray(ids), np.asarray(list(exclude_from_test))))
+    if len(pool) <= n_test:
+        raise DataError(f"only {len(pool)} of {n} moon frames served no earlier choice: too few for a test split of "
+                        f"{n_test} frames.")
+    _, te = stratified_split(strata[pool], n_test, seed)
+    rest = np.setdiff1d(np.arange(n), pool[te])
+    tr, va = stratified_split(strata[rest], n_val, seed)
+    return rest[tr], rest[va], pool[te]

@@ -15,8 +15,9 @@ import torch
 from .augment import AugmentConfig
 from .checkpoints import load_checkpoint, save_checkpoint, weights_digest
 from .core import MOON_HINT, ROOT, TINY_URL, CheckpointError, DataError, atomic_write, count_params, data_root, \
-    save_json, seed_everything
-from .data import coverage_bins, find_dataset, read_moon, read_tiny_imagenet, stratified_split, tiny_folder
+    results_file, save_json, seed_everything, shown_path
+from .data import find_dataset, moon_selection, moon_splits, read_moon, read_tiny_imagenet, stratified_split, \
+    tiny_folder
 from .metrics import best_threshold, bootstrap_iou, confusion_counts, per_image_iou, seg_metrics, topk_correct
 from .precision import compute_precision, environment
 from .synthetic import make_synthetic_moon, make_synthetic_tiny_imagenet
@@ -144,8 +145,9 @@ def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=T
     Returns (train, val, test, info).
     tiny: a stratified 90/10 train/val split of the train images; test = the official validation images of the
     chosen classes (None where the archive has none).
-    moon: train / val / test = 65 / 15 / 20 % of the frames, stratified by rock coverage (fixed seed); the test split
-    is for the final report only. Broken frames (`MaskSet.broken`) are dropped from train and kept in val and test;
+    moon: train / val / test = 65 / 15 / 20 % of the frames, stratified by rock coverage (fixed seed, `moon_splits`);
+    the test split is drawn only from frames that served no earlier choice (hw/moon_selection.json) and is for the
+    final report only. Broken frames (`MaskSet.broken`) are dropped from train and kept in val and test;
     info says how many there are."""
     syn = PROFILES[profile].synthetic
     if syn:
@@ -164,7 +166,7 @@ def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=T
             where = "Tiny ImageNet-200 (" + TINY_URL + ")" if kind == "tiny" else MOON_HINT
             raise DataError(f"the {profile!r} profile needs the real data: put {where} into "
                             f"{data_dir or data_root()} or ../shared/data, or run the 'demo' profile.")
-    info = {"root": str(root), "synthetic": bool(syn), "profile": profile}
+    info = {"root": shown_path(root), "synthetic": bool(syn), "profile": profile}
     if kind == "tiny":
         full = read_tiny_imagenet(root, classes=classes or PROFILES[profile].classes, progress=progress)
         tr, va = stratified_split(full.labels.numpy(), 0.1, seed)
@@ -172,14 +174,24 @@ def load_datasets(kind, profile, data_dir=None, out_dir=ROOT, seed=0, progress=T
                 if (tiny_folder(root) / "val" / "val_annotations.txt").exists() else None)
         return full.subset(tr), full.subset(va), test, info
     full = read_moon(root, progress=progress)
-    strata = coverage_bins(full.coverage, 5)
-    rest, te = stratified_split(strata, MOON_TEST, seed)
-    tr, va = stratified_split(strata[rest], MOON_VAL / (1 - MOON_TEST), seed)
+    # the frames that served a choice so far (hw/moon_selection.json) are never test; synthetic frames served none
+    selection = [] if syn else sorted({i for ids in moon_selection().values() for i in ids})
+    tr, va, te = moon_splits(full.coverage, full.ids, MOON_TEST, MOON_VAL, selection, seed)
     broken = full.broken.numpy()                 # decided once, on all frames
-    train = rest[tr][~broken[rest[tr]]]
+    train = tr[~broken[tr]]
     info.update(orig_size=list(full.orig_size), n_frames=len(full), n_broken=int(broken.sum()),
-                broken_ids=[full.ids[i] for i in np.flatnonzero(broken)], n_broken_train=len(tr) - len(train))
-    return full.subset(train), full.subset(rest[va]), full.subset(te), info
+                broken_ids=[full.ids[i] for i in np.flatnonzero(broken)], n_broken_train=len(tr) - len(train),
+                n_selection=len(selection))
+    return full.subset(train), full.subset(va), full.subset(te), info
+
+
+def decisions():
+    """The recipe decisions of experiments/compare.py (experiments/results/decisions.json) as the notebooks quote them:
+    {"candidates": {name: row}, "threshold": {model: row}, ...}; a candidate's row holds its seeds, the difference to
+    the baseline (pooled and per seed), its interval at its `level` and the verdict."""
+    d = results_file("decisions.json")
+    return {**d, "candidates": {r["candidate"]: r for r in d["candidates"]},
+            "threshold": {r["model"].split(" ")[0]: r for r in d["threshold"]}}
 
 
 def data_signature(train, val):
@@ -228,10 +240,11 @@ def train_or_reuse(name, make_model, train, val, cfg, out_dir=ROOT, mode="auto",
     if mode in ("auto", False) and wpath.exists() and hpath.exists():
         loaded, m = load_checkpoint(wpath)
         if m.get("run_key") == key:
-            print(f"reusing {wpath} (trained {m.get('created')}; machine: {m.get('machine', 'not recorded')}; "
-                  f"precision: {m.get('precision', 'not recorded')}); set train=True to retrain")
+            print(f"reusing {shown_path(wpath)} (trained {m.get('created')}; machine: "
+                  f"{m.get('machine', 'not recorded')}; precision: {m.get('precision', 'not recorded')}); "
+                  f"set train=True to retrain")
             return loaded, pd.read_csv(hpath), m
-        print(f"{wpath} was trained with another configuration or data: training anew")
+        print(f"{shown_path(wpath)} was trained with another configuration or data: training anew")
     if mode is False:
         raise CheckpointError(f"no weights at {wpath} match this configuration; set train=True or 'auto'.")
     run_dir = out_dir / "runs" / name
@@ -287,8 +300,8 @@ def split_scores(counts):
 
 
 def held_out_scores(result, test):
-    """The "test" object of a metrics file from `segmentation_results` on the test split (at a threshold fixed on
-    val): the scores with their interval, on all test frames and without the broken ones."""
+    """The "test" object of a metrics file from `segmentation_results` on the test split (at the recipe's threshold,
+    fixed beforehand): the scores with their interval, on all test frames and without the broken ones."""
     return {**split_scores(result["counts"]), "without_broken": split_scores(result["counts"][~test.broken])}
 
 

@@ -11,7 +11,8 @@ import torch
 
 from .augment import AugmentConfig, BatchAugment
 from .checkpoints import save_checkpoint
-from .core import INPUT_SIZE, CheckpointError, TrainingError, atomic_write, default_device, progress_bar, seed_everything
+from .core import INPUT_SIZE, CheckpointError, TrainingError, atomic_write, default_device, progress_bar, \
+    seed_everything, shown_path
 from .evaluation import evaluate, make_task, prepare_batch, to_device
 from .precision import compute_precision, machine
 
@@ -113,18 +114,18 @@ def resume(last, key, model, opt, sched, epochs, retrain_finished, progress):
         raise CheckpointError(f"{last} is damaged ({e}); delete it to start this run from scratch.") from e
     if state.get("run_key") != key:
         if progress:
-            print(f"{last} belongs to another configuration; starting afresh")
+            print(f"{shown_path(last)} belongs to another configuration; starting afresh")
         return fresh
     if state["epoch"] >= epochs and retrain_finished:
-        print(f"{last} holds a finished run of this configuration: training anew")
+        print(f"{shown_path(last)} holds a finished run of this configuration: training anew")
         return fresh
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     if state["epoch"] >= epochs:
-        print(f"reusing the finished run in {last.parent}")
+        print(f"reusing the finished run in {shown_path(last.parent)}")
     elif progress:
-        print(f"resuming from {last}: {state['epoch']} of {epochs} epochs done")
+        print(f"resuming from {shown_path(last)}: {state['epoch']} of {epochs} epochs done")
     return state["history"], state["epoch"], state["best"]
 
 

@@ -1,3 +1,4 @@
+import json
 import shutil
 import zipfile
 
@@ -181,6 +182,32 @@ def test_splits_are_stratified():
     assert np.bincount(bins).tolist() == [20] * 5
     _, va = common.stratified_split(bins, 0.2, seed=1)
     assert np.bincount(bins[va]).tolist() == [4] * 5
+
+
+def test_moon_test_split_is_drawn_only_from_frames_no_choice_saw():
+    """`moon_splits`: test is 20 % of all frames, none of them excluded (frames that served a choice), stratified by
+    coverage; val is 15 % of all, drawn from the rest, excluded frames included; the three are disjoint and cover
+    every frame; the same seed gives the same splits."""
+    rng = np.random.default_rng(0)
+    cov, ids = rng.random(200) ** 3, list(range(101, 301))
+    excluded = set(rng.choice(ids, 70, replace=False).tolist())
+    tr, va, te = common.moon_splits(cov, ids, 0.2, 0.15, excluded, seed=0)
+    assert (len(te), len(va), len(tr)) == (40, 30, 130)
+    assert not {ids[i] for i in te} & excluded and {ids[i] for i in va} & excluded
+    assert sorted([*tr, *va, *te]) == list(range(200))
+    assert np.abs(np.bincount(common.coverage_bins(cov, 5)[te], minlength=5) - 8).max() <= 2     # stratified
+    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), common.moon_splits(cov, ids, 0.2, 0.15, excluded)))
+    with pytest.raises(DataError, match="served no earlier choice"):
+        common.moon_splits(cov, ids, 0.2, 0.15, set(ids[:170]))
+
+
+def test_the_selection_list_names_each_group_and_its_origin():
+    doc = json.loads(common.MOON_SELECTION_FILE.read_text())
+    assert [g["name"] for g in doc["groups"]] == ["search_val", "protocol_val"]
+    assert all(g["source"] and len(set(g["ids"])) == len(g["ids"]) for g in doc["groups"])
+    sel = common.moon_selection()
+    assert (len(sel["search_val"]), len(sel["protocol_val"])) == (160, 120)
+    assert not set(sel["search_val"]) & set(sel["protocol_val"]) and 750 in sel["search_val"]
 
 
 def test_synthetic_generators_are_deterministic(tmp_path):

@@ -20,3 +20,9 @@ def test_readme_test_command_is_what_ci_runs():
     cmds = re.findall(r"^ {4,}(python -m pytest.*)$", readme, re.M)
     assert cmds == ["python -m pytest -q tests"]
     assert "README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_committed_notebooks_hold_no_absolute_path_of_the_machine_that_ran_them():
+    for nb in sorted(ROOT.glob("*.ipynb")):
+        found = re.findall(r"(?:/work/|/home/|/tmp/|/root/|/content/)[^\s\"']*", nb.read_text())
+        assert not found, (nb.name, found[:3])
