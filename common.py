@@ -22,7 +22,7 @@ from hw.models import (
     Classifier, SegmentationModel, unet, backbone_unet, load_backbone, load_branch, build_model)  # noqa: F401
 from hw.metrics import (
     confusion_counts, seg_metrics, per_image_iou, paired_bootstrap_iou, topk_correct,
-    best_threshold, bootstrap_iou, bootstrap_accuracy)  # noqa: F401
+    best_threshold, bootstrap_iou, bootstrap_accuracy, ceiling_iou)  # noqa: F401
 from hw.evaluation import (
     dice_loss, ClassificationTask, SegmentationTask, make_task, to_device, prepare_batch, predict,
     evaluate)  # noqa: F401
@@ -34,5 +34,5 @@ from hw.pipeline import (
     TRAIN_INSTEAD, run_key, train_or_reuse, classification_results, segmentation_results,
     segmentation_scores, split_scores, held_out_scores, fit_data, export_final, MOON_TEST, MOON_VAL)  # noqa: F401
 from hw.plots import (
-    to_hwc, plot_history, formatted, interval, report_formats, save_figure, show_images, overlay_errors,
+    to_hwc, plot_history, formatted, signed, interval, report_formats, save_figure, show_images, overlay_errors,
     show_segmentation, LivePlot, caption, browse)  # noqa: F401

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent
 
 # The best known submission of this task, as quoted in the project's issue (not our measurement).
 BEST_KNOWN = {"classifier": "top-1 62 % on 10 classes", "unet": "IoU 0.45, Dice 0.62, pixel acc. 0.92",
-              "backbone_unet_finetuned": "IoU 0.41 (backbone below base)", "backbone_unet_frozen": "not reported"}
+              "backbone_unet_finetuned": "IoU 0.41 (backbone below base)", "backbone_unet_frozen": "not reported",
+              "backbone_unet_fullres": "not reported"}
 
 
 def ci(c, fmt=".3f"):
@@ -279,8 +280,50 @@ def checklist_table():
         ("3", "comparison table against part 2", "03 · section 4 (table, paired bootstrap on test)",
          f"U-Net {u['test']['iou']:.3f}, A {a['test']['iou']:.3f}, B {b['test']['iou']:.3f} test IoU"),
     ]
+    abl = w / "backbone_ablation.json"
+    if abl.exists():
+        rows.append(("3", "why the backbone loses (our addition): output resolution against transfer",
+                     "03 · section 5 (table, figure, paragraph)", ablation_summary(json.loads(abl.read_text()))))
     return "\n".join(["| part | requirement | where the report shows it | its number |", "|---|---|---|---|"] +
                      [f"| {p} | {req} | {where} | {num} |" for p, req, where, num in rows])
+
+
+def ablation_summary(abl):
+    """One cell: the ceiling of a 64x64 output, and each final fit's test IoU against the U-Net's (paired bootstrap)."""
+    rows = {r["name"]: r for r in abl["rows"]}
+    sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
+    fits = [f"{n} {r['test_iou']:.3f} ({sign(r['test_minus_unet']['diff'])} vs U-Net, "
+            f"{sign(r['test_minus_unet']['low'])} to {sign(r['test_minus_unet']['high'])})"
+            for n, r in rows.items() if r["test_iou"] is not None]
+    return (f"ceiling of a 64×64 output: IoU {rows['literal_B']['ceiling_iou']:.3f}; design for the final fit: "
+            f"{abl['best'] or 'none beat literal B on val'}; test IoU " + ", ".join(fits))
+
+
+def ablation_table():
+    """Part 3's ablation on val (experiments/ablation.py -> results/backbone_ablation_val.json)."""
+    f = ROOT / "experiments" / "results" / "backbone_ablation_val.json"
+    if not f.exists():
+        return "_No ablation yet: `python experiments/ablation.py`._"
+    d = json.loads(f.read_text())
+    sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
+    lines = [f"{d['protocol']}; {d['machine']}, {d['precision']}. Design chosen for the final fit: "
+             f"**{d['best'] or 'none'}**.", "",
+             "| design | encoder | frozen | output | epochs (with its A) | val IoU per seed | against literal B: difference, per seed, "
+             "interval | verdict | ceiling on val | wall minutes (with its A) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        v = r["diff_vs_literal_B"]
+        lines.append(f"| `{r['name']}` | {r['encoder']} | {r['frozen']} | {r['output_size']} | {r['epochs']} | "
+                     f"{'/'.join(f'{x:.3f}' for x in r['val_iou'])} | " +
+                     (f"{sign(v['diff'])}, {'/'.join(map(sign, v['diff_per_seed']))}, {sign(v['interval'][0])} to "
+                      f"{sign(v['interval'][1])}" if v else "—") +
+                     f" | **{r['verdict_vs_literal_B']}** | {r['val_ceiling_iou']:.3f} | {r['train_minutes']:.1f} |")
+    lines += ["", "| contrast (transfer) | with the classifier's weights against random ones | per seed | interval | "
+              "verdict |", "|---|---|---|---|---|"]
+    for name, c in d["contrasts"].items():
+        lines.append(f"| {name} | `{c['with']}` − `{c['without']}`: {sign(c['diff'])} | "
+                     f"{'/'.join(map(sign, c['diff_per_seed']))} | {sign(c['interval'][0])} to "
+                     f"{sign(c['interval'][1])} | **{c['verdict']}** |")
+    return "\n".join(lines)
 
 
 def candidates_table():
@@ -350,9 +393,10 @@ def decisions_table():
 
 BLOCKS = {"results": results_table, "decisions": decisions_table, "layout": layout_table, "times": times_table,
           "perf": perf_table, "sweep": sweep_table, "candidates": candidates_table, "checklist": checklist_table,
-          "splits": splits_text, "reproduction": reproduction_text, "demo": demo_text, "retired": retired_text}
+          "splits": splits_text, "reproduction": reproduction_text, "demo": demo_text, "retired": retired_text,
+          "ablation": ablation_table}
 FILES = {"README.md": ("demo", "checklist", "splits", "results", "times", "reproduction", "perf"),
-         "docs/engineering.md": ("layout",), "experiments/README.md": ("retired", "decisions", "candidates", "sweep")}
+         "docs/engineering.md": ("layout",), "experiments/README.md": ("retired", "decisions", "ablation", "candidates", "sweep")}
 
 
 def block(name):

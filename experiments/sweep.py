@@ -12,6 +12,7 @@ experiments/results/.
     python experiments/sweep.py run unet --name lovasz --loss lovasz --seeds 0 1
     python experiments/sweep.py run unet --name focal --loss focal --seeds 0 1
     python experiments/sweep.py run unet --name train75 --train-fraction 0.75 --seeds 0 1
+    python experiments/sweep.py run finetuned --name random_B --random-encoder --set epochs=50 --seeds 0 1
     python experiments/sweep.py summary runs/sweep
     python experiments/sweep.py collect runs/sweep --into experiments/results/<file>.json --round <n>
 
@@ -90,16 +91,20 @@ def candidate(profile, model, changes, seed):
     return dataclasses.replace(cfg, **train, augment=dataclasses.replace(cfg.augment, **aug))
 
 
-def build(model, classifier, init, branch=(), branch_from=None):
+def build(model, classifier, init, branch=(), branch_from=None, random_encoder=False):
     """A fresh model of the kind the notebooks train: the classifier, the base U-Net, or the backbone U-Net on a
     trained classifier (variant B from a trained variant A with --init). branch: the extension's high-resolution
-    branch (`backbone_unet(branch=...)`), started from a trained base U-Net's levels with branch_from."""
+    branch (`backbone_unet(branch=...)`), started from a trained base U-Net's levels with branch_from.
+    random_encoder: the classifier's stages keep their random initial weights (the control of what the trained
+    classifier brings)."""
     if model == "unet":
         return common.unet()
     cls, _ = common.load_checkpoint(classifier, expect_task="classification")
     if model == "classifier":
         return common.Classifier(cls.config["num_classes"])
-    seg = common.load_backbone(common.backbone_unet(cls.config, branch=tuple(branch)), cls)
+    seg = common.backbone_unet(cls.config, branch=tuple(branch))
+    if not random_encoder:
+        common.load_backbone(seg, cls)
     if branch_from:
         common.load_branch(seg, common.load_checkpoint(branch_from, expect_task="segmentation")[0])
     if init:
@@ -120,12 +125,15 @@ def run(args):
         t0 = time.time()
         common.seed_everything(seed)        # the initial weights too are the seed's, whatever ran before in this process
         task = LOSSES[args.loss] and LOSSES[args.loss](cfg)
-        hist = common.fit(build(args.model, args.classifier, args.init, args.branch, args.branch_from), train, val, cfg,
-                          Path(args.out) / name, progress=False, task=task)
+        init = args.init and args.init.format(seed=seed)      # e.g. runs/abl/A_seed{seed}/best.pt: B from its own A
+        model = build(args.model, args.classifier, init, args.branch, args.branch_from, args.random_encoder)
+        hist = common.fit(model, train, val, cfg, Path(args.out) / name, progress=False, task=task)
         best, _ = common.load_checkpoint(Path(args.out) / name / "best.pt")
         res = {"name": name, "candidate": args.name, "model": args.model, "profile": args.profile, "seed": seed,
                "changes": {**changes, **({"loss": args.loss} if args.loss != "bce_dice" else {}),
-                           **({"train_fraction": args.train_fraction} if args.train_fraction < 1 else {})},
+                           **({"train_fraction": args.train_fraction} if args.train_fraction < 1 else {}),
+                           **({"encoder": "random"} if args.random_encoder else {}),
+                           **({"init": init} if init else {})},
                "n_train": len(train), "architecture": best.config, "config": json.loads(json.dumps(cfg.key())), "wall_s": time.time() - t0,
                "machine": common.machine(), "precision": common.compute_precision(verbose=False).name,
                "best_epoch": int(hist[[c for c in hist if c in ("val_top1", "val_iou")][0]].idxmax()) + 1,
@@ -176,7 +184,10 @@ def main(argv=None):
     r.add_argument("--data", default=None, help="folder with the dataset archives (default: data/, ../shared/data)")
     r.add_argument("--out", default="runs/sweep")
     r.add_argument("--classifier", default=str(common.ROOT / "weights" / "classifier.pt"))
-    r.add_argument("--init", default=None, help="a backbone U-Net checkpoint to start from (variant B from A)")
+    r.add_argument("--init", default=None, help="a backbone U-Net checkpoint to start from (variant B from A); "
+                   "{seed} in the path becomes each run's seed")
+    r.add_argument("--random-encoder", action="store_true",
+                   help="backbone U-Net: keep the classifier's stages at random initial weights (the control)")
     r.add_argument("--branch", nargs="*", type=int, default=[], help="the extension: high-resolution branch widths")
     r.add_argument("--branch-from", default=None, help="a base U-Net checkpoint whose upper levels start the branch")
     r.add_argument("--loss", default="bce_dice", choices=list(LOSSES),

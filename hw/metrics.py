@@ -78,6 +78,18 @@ def paired_bootstrap_iou(counts_a, counts_b, n=2000, seed=0, level=0.95):
             "low": lo, "high": hi}
 
 
+def ceiling_iou(masks, size):
+    """Micro IoU of a perfect prediction made at size x size: the masks (N,1,H,W) area-averaged to that size, brought
+    back to H x W bilinearly (as a network's low-resolution logits are) and thresholded at 0.5. 1 at full size."""
+    m = masks.float()
+    if size != m.shape[-1]:
+        small = torch.nn.functional.interpolate(m, size=(size, size), mode="area")
+        m = torch.nn.functional.interpolate(small, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    pred, true = m > 0.5, masks > 0.5
+    union = int((pred | true).sum())
+    return float((pred & true).sum()) / union if union else 1.0          # no rock anywhere: nothing to miss
+
+
 def topk_correct(logits, labels, ks=(1, 5)):
     """Number of samples whose label is among the top-k logits, for each k."""
     top = logits.topk(max(ks), dim=1).indices

@@ -59,6 +59,11 @@ def formatted(df, formats=None, precision=None):
     return out
 
 
+def signed(x, fmt="{:+.3f}"):
+    """A signed number with a true minus sign (U+2212): a PDF line never breaks between the sign and the digits."""
+    return fmt.format(x).replace("-", "\u2212")
+
+
 def interval(ci, fmt="{:.3f}"):
     """A [low, high] interval as text, "low–high" ("—" where there is none)."""
     return f"{fmt.format(ci[0])}–{fmt.format(ci[1])}" if ci else "—"

@@ -131,3 +131,16 @@ def test_threshold_gain_is_scored_on_frames_the_threshold_was_not_tuned_on():
     noise = torch.randn(40, 1, 8, 8, generator=g) * 3
     gains, _ = compare.threshold_gain(noise, masks, halvings=10)
     assert all(-1 <= x <= 1 for x in gains)
+
+
+def test_ablation_chooses_the_best_pretrained_design_that_beat_literal_b_or_none():
+    import ablation
+    row = lambda name, enc, verdict, iou: {"name": name, "encoder": enc, "verdict_vs_literal_B": verdict,  # noqa: E731
+                                           "val_iou": iou}
+    rows = [row("literal_B", "classifier", "reference", [0.5, 0.5]), row("a", "classifier", "better", [0.55, 0.56]),
+            row("b", "classifier", "better", [0.57, 0.55]), row("c", "random", "better", [0.6, 0.6]),
+            row("d", "classifier", "undecided", [0.7, 0.4])]
+    assert ablation.choose(rows) == "b"               # the random encoder is a control, never the design
+    assert ablation.choose(rows[:1] + rows[3:]) is None
+    assert ablation.output_size({"architecture": {"branch": [32]}}) == 128
+    assert ablation.output_size({"architecture": {"branch": []}}) == 64

@@ -84,3 +84,13 @@ def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_images():
     correct = torch.rand(400, generator=g) < 0.6
     lo, hi = common.bootstrap_accuracy(correct)
     assert lo < float(correct.double().mean()) < hi and hi - lo < 0.12
+
+
+def test_ceiling_iou_is_what_a_perfect_prediction_keeps_at_a_lower_output_size():
+    masks = torch.zeros(2, 1, 128, 128)
+    masks[0, 0, 10:60, 20:90] = 1                             # a large rock survives 64x64 almost whole
+    masks[1, 0, ::4, ::4] = 1                                 # single-pixel rocks vanish at 64x64
+    assert common.ceiling_iou(masks, 128) == 1.0
+    assert common.ceiling_iou(masks[:1], 64) > 0.95
+    assert common.ceiling_iou(masks[1:], 64) == 0.0
+    assert common.ceiling_iou(torch.zeros(1, 1, 128, 128), 64) == 1.0     # no rock anywhere: nothing to miss

@@ -146,6 +146,29 @@ def test_notebook_03_consumes_01_and_02(demo_run):
         p.numel() for p in common.load_checkpoint(out / "weights" / "classifier.pt")[0].encoder.parameters())
 
 
+def test_notebook_03_writes_the_ablation_with_test_scores_for_the_final_fits_only(demo_run):
+    """weights/backbone_ablation.json: every design of experiments/results/backbone_ablation_val.json with its val
+    scores and ceiling; test scores (and the paired bootstrap against the U-Net) only for literal A, literal B and
+    the design chosen on val, whose weights the notebook trained and exported."""
+    out = demo_run[0]
+    abl = json.loads((out / "weights" / "backbone_ablation.json").read_text())
+    val = common.results_file("backbone_ablation_val.json")
+    assert [r["name"] for r in abl["rows"]] == [r["name"] for r in val["rows"]] and abl["best"] == val["best"]
+    keys = {"name", "encoder", "frozen", "output_size", "seeds", "val_iou", "verdict_vs_literal_B", "test_iou",
+            "test_iou_ci", "ceiling_iou", "weights", "train_minutes"}
+    final = {"literal_A", "literal_B", val["best"]}
+    for r in abl["rows"]:
+        assert keys <= set(r) and len(r["val_iou"]) == len(r["seeds"]) >= 2, r["name"]
+        assert (r["test_iou"] is not None) == (r["name"] in final), r["name"]
+        assert r["ceiling_iou"] == 1.0 if r["output_size"] == 128 else r["ceiling_iou"] < 1.0
+        if r["weights"]:
+            m = json.loads((out / r["weights"].replace(".pt", "_metrics.json")).read_text())
+            assert m["test"]["iou"] == r["test_iou"] and r["test_iou_ci"][0] <= r["test_iou"] <= r["test_iou_ci"][1]
+    if val["best"]:
+        model, meta = common.load_checkpoint(out / "weights" / "backbone_unet_fullres.pt")
+        assert model.config["branch"] and meta["fit_on"] == "train+val"
+
+
 def test_bf16_and_fp32_evaluation_agree_on_demo_weights(demo_run):
     """The committed metrics are re-evaluated in fp32 on every machine, from weights trained in bf16 or fp32:
     the two precisions must give close probabilities on the demo models (few images: bf16 is emulated, slow,
