@@ -20,6 +20,12 @@ BEST_KNOWN = {"classifier": "top-1 62 % on 10 classes", "unet": "IoU 0.45, Dice 
               "backbone_unet_fullres": "not reported"}
 
 
+def sign(x):
+    """A signed difference as the notebooks print it: `common.signed`."""
+    import common
+    return common.signed(x)
+
+
 def ci(c, fmt=".3f"):
     """A [low, high] interval as "low–high": `common.interval` with a format spec."""
     import common
@@ -249,9 +255,7 @@ def checklist_table():
     bb_cfg = common.load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
     aug = r.classifier.augment
     test = lambda x: f"test IoU {x['test']['iou']:.3f} ({ci(x['test']['iou_ci'])})"      # noqa: E731
-    dec = ROOT / "experiments" / "results" / "decisions.json"
-    flip_verdict = next((c["verdict"] for c in json.loads(dec.read_text())["candidates"] if c["candidate"] == "hflip"),
-                        "not compared") if dec.exists() else "not compared"
+    flip_verdict = common.decisions()["candidates"].get("hflip", {}).get("verdict", "not compared")
     rows = [
         ("1", "own CNN, at most ~5M parameters, 128×128×3 input", "01 · Архитектура", f"{cls['params']:,} parameters"),
         ("1", "Tiny ImageNet-200 brought to 128×128 (any number of classes), own stratified split", "01 · Данные",
@@ -292,7 +296,6 @@ def ablation_summary(abl):
     """One cell: the ceiling of a 64x64 output, and each final fit's test IoU against the U-Net's (paired bootstrap)."""
     rows, words = {r["name"]: r for r in abl["rows"]}, {"literal_A": "A", "literal_B": "B",
                                                           "fullres_B": "B with a 128×128 output"}
-    sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
     fits = [f"{words.get(n, n)} {r['test_iou']:.3f} ({sign(r['test_minus_unet']['diff'])} against the U-Net, "
             f"{sign(r['test_minus_unet']['low'])} to {sign(r['test_minus_unet']['high'])})"
             for n, r in rows.items() if r["test_iou"] is not None]
@@ -306,7 +309,6 @@ def ablation_table():
     if not f.exists():
         return "_No ablation yet: `python experiments/ablation.py`._"
     d = json.loads(f.read_text())
-    sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
     lines = [f"{d['protocol']}; {d['machine']}, {d['precision']}. Design chosen for the final fit: "
              f"**{d['best'] or 'none'}**.", "",
              "| design | encoder | frozen | output | epochs (with its A) | val IoU per seed | against literal B: difference, per seed, "
@@ -357,7 +359,6 @@ def decisions_table():
         return "_No decision recorded yet._"
     d = json.loads(f.read_text())
     f3 = lambda v: "/".join(f"{x:.3f}" for x in v)                              # noqa: E731
-    sign = lambda x: f"{x:+.3f}"                                                 # noqa: E731
     again = ("" if "baseline_as_recorded" not in d else
              " The baseline, trained again with the same seeds for the later candidates, gave the recorded scores "
              "again, to every digit." if all(d["baseline_as_recorded"].values()) else

@@ -102,34 +102,25 @@ def export_report(executed, report_dir, pdf="auto"):
     return report_dir
 
 
-def _relative(line):
-    """A parameter line with its path (output_dir, data_dir) as `common.shown_path` prints it: the kept notebook
-    records no absolute path of this machine (nor does its papermill metadata, `_finish`)."""
-    import common
-    name, sep, value = line.partition(" = ")
-    if sep and value.startswith(("'/", '"/')):
-        return f"{name} = {common.shown_path(value[1:-1])!r}"
-    return line
-
-
 def _finish(path):
     """Make an executed notebook safe to keep and return the printed output of each cell that calls
     `train_or_reuse`. papermill's injected parameters (an absolute output_dir, train=True, ...) become a comment
-    that records what this run used (paths relative, `_relative`), so a user's Run All of the kept notebook starts
-    from its own defaults.
+    that records what this run used (paths relative), so a user's Run All of the kept notebook starts from its
+    own defaults.
     Saved widget state is dropped: a headless run builds no widgets (`common.browse`), so any is stale."""
     import nbformat
     import common
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("widgets", None)
-    pm_meta = nb.metadata.get("papermill", {})     # papermill records the paths and parameters of this run
-    for k, v in [*pm_meta.items(), *pm_meta.get("parameters", {}).items()]:
-        if isinstance(v, str) and v.startswith("/"):
-            (pm_meta if k in pm_meta else pm_meta["parameters"])[k] = common.shown_path(v)
+    # papermill records this run's paths and parameters: kept relative, they tell no absolute path of this machine
+    pm_meta = nb.metadata.get("papermill", {})
+    params = pm_meta.get("parameters", {})
+    for d in (pm_meta, params):
+        d.update({k: common.shown_path(v) for k, v in d.items() if isinstance(v, str) and v.startswith("/")})
     for c in nb.cells:
         if "injected-parameters" in c.metadata.get("tags", []) and not c.source.startswith("# run_all.py"):
             c.source = "# run_all.py ran this notebook with these parameters (a comment, so Run All uses the defaults):\n" + \
-                "\n".join(f"# {_relative(line)}" for line in c.source.splitlines() if line and line != "# Parameters")
+                "\n".join(f"# {k} = {v!r}" for k, v in params.items())
     nbformat.write(nb, path)
     return ["".join(o.get("text", "") for o in c.get("outputs", [])) for c in nb.cells
             if c.cell_type == "code" and "train_or_reuse(" in c.source]

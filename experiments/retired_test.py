@@ -1,7 +1,8 @@
 """The scores the retired moon test split got before it was replaced, read from the metrics files that the commits
 which scored it committed (git history), into results/retired_test_split.json (notebook 02 and experiments/README.md
 quote them). That split had been the validation split of the earlier single-split search (hw/moon_selection.json,
-group search_val), so its scores were optimistic; it is now part of the frames the test split is never drawn from.
+group search_val), so its scores are no estimate on frames no choice saw; it is now part of the frames the
+test split is never drawn from.
 
     python experiments/retired_test.py
 """
