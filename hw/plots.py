@@ -23,11 +23,9 @@ def plot_history(history, metrics, title="", path=None, marks=None):
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
     axes = np.atleast_1d(axes)
     for ax, m in zip(axes, metrics):
-        for col, style in ((m, "-o"), (f"val_{m}", "-s")):
+        for col, style in ((f"train_{m}", "-o"), (f"val_{m}", "-s")):
             if col in history:
                 ax.plot(history["epoch"], history[col], style, ms=3, label=col)
-        if m == "loss" and "train_loss" in history:
-            ax.plot(history["epoch"], history["train_loss"], "-o", ms=3, label="train_loss")
         for x, label in (marks or {}).items():
             ax.axvline(x, color="gray", ls=":", lw=1)
             ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7, color="gray",

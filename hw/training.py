@@ -61,7 +61,8 @@ class TrainConfig:
 
 
 def train_step(model, x, y, task, opt, scaler, prec, check=None):
-    """One optimisation step on a prepared batch in precision `prec`; returns the loss (detached). check(loss), when
+    """One optimisation step on a prepared batch in precision `prec`; returns the loss and the output (detached,
+    before the update: `fit` scores the training batches with them). check(loss), when
     given, runs before anything is updated (fit stops on a non-finite loss there). `fit`, `estimate_fit_time` and
     benchmarks/train_speed.py all train through this one function."""
     with prec.autocast():
@@ -73,7 +74,7 @@ def train_step(model, x, y, task, opt, scaler, prec, check=None):
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()
-    return loss.detach()
+    return loss.detach(), out.detach()
 
 
 def make_optimizer(model, cfg, total_steps):
@@ -175,6 +176,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         aug = BatchAugment(cfg.augment, cfg.input_size(epoch))
         model.train()
         t0, total, seen = time.time(), 0.0, 0
+        task.start()                                  # the task's metrics on the augmented training batches
         bar = progress_bar(range(n_batches), progress, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for b in bar:
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
@@ -186,13 +188,14 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
                             "no epoch had finished, so there is no checkpoint")
                     raise TrainingError(f"the loss became {float(loss.detach())} in epoch {epoch + 1}, batch {b + 1}. "
                                         f"Lower the learning rate (now {cfg.lr}) or check the data; {kept}.")
-            loss = train_step(model, x, y, task, opt, scaler, prec, check=finite)
+            loss, out = train_step(model, x, y, task, opt, scaler, prec, check=finite)
+            task.update(out.float(), y)
             sched.step()
             total, seen = total + float(loss) * len(idx), seen + len(idx)
             if b % 10 == 0 and hasattr(bar, "set_postfix"):     # no bar in a headless run
                 bar.set_postfix(loss=f"{total / seen:.4f}")
         seconds = time.time() - t0
-        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1),
+        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), **{f"train_{k}": v for k, v in task.result().items()},
                **{f"val_{k}": v for k, v in evaluate(model, val, task, device=device, precision=prec).items()},
                "lr": opt.param_groups[-1]["lr"], "input_size": aug.out_size, "epoch_time_s": seconds,
                "images_per_s": seen / max(seconds, 1e-9)}
@@ -210,7 +213,7 @@ def fit(model, train, val, cfg: TrainConfig, out_dir, device=None, progress=True
         atomic_write(last, lambda p: torch.save(state, p))
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
-                f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_loss", "val_"))) +
+                f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))) +
                 f" ({seconds:.0f}s, {row['images_per_s']:.0f} img/s)" + (" *" if improved else ""))
         if callback is not None:
             callback(pd.DataFrame(history))
