@@ -6,33 +6,34 @@ installs with `pip install .` (pyproject.toml) where a notebook runs outside thi
 """
 
 from hw.core import (
-    ROOT, INPUT_SIZE, DataError, CheckpointError, TrainingError, data_root, shared_data, atomic_write,
-    save_json, seed_everything, default_device, count_params, shown_path, results_file)  # noqa: F401
+    ROOT, INPUT_SIZE, DataError, CheckpointError, TrainingError, LANG_ENV, tr, data_root, shared_data, atomic_write,
+    save_json, seed_everything, default_device, count_params, shown_path, results_file, decisions)  # noqa: F401
 from hw.precision import (
     PRECISIONS, PRECISION_ENV, BF16_MIN_SPEEDUP, Precision, cpu_flags, cpu_name, native_bf16, machine,
     timed, evaluation_precision, compute_precision, environment)  # noqa: F401
 from hw.data import (
     pil_to_rgb, resize, resize_uint8, tiny_folder, moon_folder, ImageSet, MaskSet, find_dataset,
     read_tiny_imagenet, read_moon, stratified_split, coverage_bins, MOON_SELECTION_FILE, moon_selection, moon_splits,
-    BROKEN_BLACK, BROKEN_ROCK)  # noqa: F401
+    BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, load_datasets)  # noqa: F401
 from hw.synthetic import make_synthetic_tiny_imagenet, make_synthetic_moon  # noqa: F401
-from hw.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, AugmentConfig, BatchAugment, model_input  # noqa: F401
+from hw.augment import (
+    IMAGENET_MEAN, IMAGENET_STD, normalize, AugmentConfig, BatchAugment, model_input, prepare_batch)  # noqa: F401
 from hw.models import (
     BasicBlock, FlipTTA, ClassifierEncoder, UNetEncoder, AdaptedEncoder, BranchedEncoder, UNetDecoder,
-    Classifier, SegmentationModel, unet, backbone_unet, load_backbone, load_branch, build_model)  # noqa: F401
+    Classifier, SegmentationModel, unet, backbone_unet, load_backbone, with_weights, build_model)  # noqa: F401
 from hw.metrics import (
-    confusion_counts, seg_metrics, per_image_iou, paired_bootstrap_iou, topk_correct,
+    confusion_counts, seg_metrics, per_image_iou, micro_iou, paired_bootstrap_iou, topk_correct,
     best_threshold, bootstrap_iou, bootstrap_accuracy, ceiling_iou)  # noqa: F401
 from hw.evaluation import (
-    dice_loss, ClassificationTask, SegmentationTask, make_task, to_device, prepare_batch, predict,
-    evaluate)  # noqa: F401
-from hw.training import TrainConfig, train_step, fit, estimate_fit_time  # noqa: F401
+    dice_loss, ClassificationTask, SegmentationTask, predict, evaluate, classification_results,
+    segmentation_results, split_scores, held_out_scores)  # noqa: F401
+from hw.training import (
+    TrainConfig, data_signature, run_key, train_step, to_device, fit, estimate_fit_time)  # noqa: F401
 from hw.checkpoints import (
     CHECKPOINT_FORMAT, save_checkpoint, load_checkpoint, preprocess, weights_digest, state_digest)  # noqa: F401
+from hw.recipes import Recipe, PROFILES, recipe, resolve_profile  # noqa: F401
 from hw.pipeline import (
-    Recipe, PROFILES, recipe, resolve_profile, Setup, setup, load_datasets, decisions, data_signature,
-    TRAIN_INSTEAD, run_key, train_or_reuse, classification_results, segmentation_results,
-    segmentation_scores, split_scores, held_out_scores, fit_data, export_final, MOON_TEST, MOON_VAL)  # noqa: F401
+    Setup, setup, TRAIN_INSTEAD, train_or_reuse, fit_data, export_final, export_segmentation)  # noqa: F401
 from hw.plots import (
-    to_hwc, plot_history, formatted, signed, interval, report_formats, save_figure, show_images, overlay_errors,
-    show_segmentation, LivePlot, caption, browse)  # noqa: F401
+    to_hwc, plot_history, plot_curves, plot_bars, plot_hist, plot_confusion, plot_top5, formatted, signed, interval,
+    report_formats, save_figure, show_images, overlay_errors, show_segmentation, LivePlot, caption, browse)  # noqa: F401

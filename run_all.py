@@ -103,8 +103,7 @@ def export_report(executed, report_dir, pdf="auto"):
 
 
 def _finish(path):
-    """Make an executed notebook safe to keep and return the printed output of each cell that calls
-    `train_or_reuse`. papermill's injected parameters (an absolute output_dir, train=True, ...) become a comment
+    """Make an executed notebook safe to keep. papermill's injected parameters (an absolute output_dir, train=True, ...) become a comment
     that records what this run used (paths relative), so a user's Run All of the kept notebook starts from its
     own defaults.
     Saved widget state is dropped: a headless run builds no widgets (`common.browse`), so any is stale."""
@@ -122,8 +121,12 @@ def _finish(path):
             c.source = "# run_all.py ran this notebook with these parameters (a comment, so Run All uses the defaults):\n" + \
                 "\n".join(f"# {k} = {v!r}" for k, v in params.items())
     nbformat.write(nb, path)
-    return ["".join(o.get("text", "") for o in c.get("outputs", [])) for c in nb.cells
-            if c.cell_type == "code" and "train_or_reuse(" in c.source]
+
+
+def _histories(out):
+    """The training histories beside the weights and when each was written: `train_or_reuse` writes one only when it
+    trains, so a notebook that changed none reused every model."""
+    return {p.name: p.stat().st_mtime_ns for p in (Path(out) / "weights").glob("*_history.csv")}
 
 
 def main(argv=None):
@@ -152,7 +155,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     in_place = out.resolve() == ROOT
     params = {"profile": profile, "data_dir": args.data, "output_dir": str(out.resolve()),
-              "train": {"auto": "auto", "yes": True, "no": False}[args.train], "precision": args.precision}
+              "train": {"auto": "auto", "yes": "train", "no": "reuse"}[args.train], "precision": args.precision}
     # the kernels make the same decision (same inputs; the probe only vetoes bf16); it is recorded in the timings
     precision, machine = common.compute_precision(precision=args.precision).name, common.machine()
     cell_timeout = args.cell_timeout or (600 if profile == "demo" else None)
@@ -165,7 +168,7 @@ def main(argv=None):
         target = ROOT / name if in_place else out / name
         tmp = target.with_name(f".{target.stem}.running.ipynb")
         print(f"== {name} ({profile}) ->", target, flush=True)
-        t0 = time.time()
+        t0, before = time.time(), _histories(out)
         try:
             pm.execute_notebook(str(ROOT / name), str(tmp), parameters=params, cwd=str(ROOT),
                                 kernel_name="python3", progress_bar=False, log_output=False,
@@ -178,7 +181,8 @@ def main(argv=None):
             print(f"!! {name}: a cell ran longer than {cell_timeout:.0f} s ({e}); the partly executed notebook "
                   f"is {tmp}")
             return 1
-        if not all("reusing " in text for text in _finish(tmp)):
+        _finish(tmp)
+        if _histories(out) != before:
             trained.append(name)
         tmp.replace(target)          # the committed notebook is replaced only by a finished run
         times[name] = time.time() - t0
@@ -198,7 +202,7 @@ def main(argv=None):
         # when each notebook's minutes were measured: sessions may land on machines of different speed
         dates = merged("dates", lambda k: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         machines, precisions = merged("machines", lambda k: machine), merged("precisions", lambda k: precision)
-        # no total: minutes add up only over notebooks that ran on the same machine (readme_tables.py sums them so)
+        # no total: minutes add up only over notebooks that ran on the same machine (tools/readme_tables.py sums them so)
         common.save_json({"profile": profile, "minutes": minutes, "dates": dates, "machines": machines,
                           "precisions": precisions}, path)
     print(f"report: {report} ({sum(times.values()) / 60:.1f} min in all)")

@@ -15,9 +15,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
-from train_speed import commit  # noqa: E402
+from benchmarks.train_speed import commit  # noqa: E402
 
 
 def img_s(model, batch, dtype, channels_last, train):

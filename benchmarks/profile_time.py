@@ -18,9 +18,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
-from train_speed import commit  # noqa: E402
+from benchmarks.train_speed import commit  # noqa: E402
 
 
 def main(argv=None):
@@ -32,19 +31,18 @@ def main(argv=None):
     if torch.get_num_threads() > 2 and common.default_device().type == "cpu":
         torch.set_num_threads(2)
     prec = common.compute_precision()
-    tiny = common.load_datasets("tiny", args.profile, args.data, progress=False)
-    moon = common.load_datasets("moon", args.profile, args.data, progress=False)
-    # each model (its committed architecture) with the profile's recipe, as the notebooks train it
     r, models = common.recipe(args.profile), {}
+    tiny, moon = r.datasets("tiny", args.data, progress=False), r.datasets("moon", args.data, progress=False)
+    # each model (its committed architecture) with the profile's recipe, as the notebooks train it
     for name, cfg in (("classifier", r.classifier), ("unet", r.unet), ("backbone_unet_frozen", r.frozen),
                       ("backbone_unet_finetuned", r.finetuned)):
         model, _ = common.load_checkpoint(ROOT / "weights" / f"{name}.pt")
         data = tiny[:2] if name == "classifier" else (common.fit_data(*moon[:2], r.fit_on_val), moon[1])  # the final fit
-        models[name] = (model, *data, cfg)
+        models[name] = (model, *data, cfg, r.classification if name == "classifier" else r.segmentation)
     res = {"machine": common.machine(), "precision": prec.name, "profile": args.profile, "torch": torch.__version__,
            "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": {}}
-    for name, (model, train, val, cfg) in models.items():
-        est = common.estimate_fit_time(model, train, val, cfg, precision=prec)
+    for name, (model, train, val, cfg, task) in models.items():
+        est = common.estimate_fit_time(model, train, val, cfg, task, prec)
         res["minutes"][name] = est["total_s"] / 60
         print(f"{name}: {est['total_s'] / 60:.1f} min ({cfg.epochs} epochs; one step: " +
               ", ".join(f"{k} {v:.2f} s" for k, v in est["step_s"].items()) + ")", flush=True)

@@ -37,10 +37,10 @@ def main(argv=None):
     res = {"machine": common.machine(), "torch": torch.__version__, "commit": commit(),
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": {}}
     model, _ = common.load_checkpoint(weights / "classifier.pt")
-    val = common.load_datasets("tiny", "cpu", args.data, progress=False, classes=committed["classifier"]["classes"])[1]
+    val = common.load_datasets("tiny", None, args.data, progress=False, classes=committed["classifier"]["classes"])[1]
     m = common.classification_results(model, val)["metrics"]
     res["models"]["classifier"] = {"top1": m["top1"], "committed_top1": committed["classifier"]["val_top1"]}
-    test = common.load_datasets("moon", "cpu", args.data, progress=False)[2]
+    test = common.load_datasets("moon", None, args.data, progress=False)[2]
     for name in SEGMENTATION:
         model, meta = common.load_checkpoint(weights / f"{name}.pt")
         m = common.segmentation_results(model, test, meta["threshold"])["metrics"]

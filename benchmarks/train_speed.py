@@ -131,7 +131,7 @@ def time_ours(model, data, task, steps, batch, device, aug, prec):
             sync(device)
             t0, n = time.perf_counter(), 0
         idx = torch.randint(0, len(images), (batch,), generator=gen).to(device)
-        x, y = common.prepare_batch(images[idx], targets[idx], task, device, prec, aug, gen)
+        x, y = common.prepare_batch(images[idx], targets[idx], device, prec, aug, gen)
         common.train_step(model, x, y, task, opt, scaler, prec)
         n += batch
     sync(device)
@@ -235,7 +235,6 @@ def main(argv=None):
     moon = common.read_moon(moon_root, progress=False)
     cls_loader, seg_loader = usual_loaders(tiny_root, moon_root, args.classes, args.batch)
 
-    cfg = common.TrainConfig()
     results = {"device": device.type, "machine": common.machine(device), "cpu": common.cpu_name(),
                "cpu_flags": sorted(common.cpu_flags()), "isa": torch.backends.cpu.get_cpu_capability(),
                "native_bf16": common.native_bf16(), "precision": prec.name, "precision_reason": prec.reason,
@@ -248,9 +247,9 @@ def main(argv=None):
           f"(4096², measured now): {peak:.0f} GFLOP/s")
     rows = []
     for name, make, data, loader, task, batch, aug, loss_fn in [
-        ("classifier", lambda: common.Classifier(args.classes), tiny, cls_loader, common.ClassificationTask(cfg),
+        ("classifier", lambda: common.Classifier(args.classes), tiny, cls_loader, common.ClassificationTask(0.1),
          args.batch, common.BatchAugment(common.AugmentConfig()), F.cross_entropy),
-        ("unet", common.unet, moon, seg_loader, common.SegmentationTask(cfg), args.batch // 8,
+        ("unet", common.unet, moon, seg_loader, common.SegmentationTask(), args.batch // 8,
          common.BatchAugment(common.AugmentConfig(scale=(0.6, 1), vflip=True, rotate=10)),
          lambda o, y: F.binary_cross_entropy_with_logits(o, y) + common.dice_loss(o, y))]:
         flops = train_flops_per_image(make())
@@ -279,7 +278,7 @@ def main(argv=None):
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
-            time_ours(common.Classifier(args.classes), tiny, common.ClassificationTask(cfg), 2, args.batch, device,
+            time_ours(common.Classifier(args.classes), tiny, common.ClassificationTask(0.1), 2, args.batch, device,
                       common.BatchAugment(common.AugmentConfig()), prec)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     if args.json:

@@ -61,7 +61,7 @@ def main(argv=None):
     ap.add_argument("--into", required=True)
     a = ap.parse_args(argv)
     runs = load_runs(a.folders)
-    val = common.load_datasets("moon", a.profile, a.data, progress=False)[1]
+    val = common.recipe(a.profile).datasets("moon", a.data, progress=False)[1]
     counts = {(cand, seed): common.confusion_counts(val_logits(path, val), val.masks, 0.5)
               for cand, seeds in runs.items() if cand in ROWS for seed, (_, path) in seeds.items()}
     seeds = sorted(set.intersection(*(set(runs[r]) for r in ROWS)))

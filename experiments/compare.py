@@ -34,7 +34,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402
-from hw.metrics import _micro_iou  # noqa: E402  (the micro IoU of summed counts, as the product computes it)
 
 
 def load_runs(folders):
@@ -78,8 +77,8 @@ def threshold_gain(logits, masks, halvings=500, seed=0, grid=np.round(np.arange(
     for _ in range(halvings):
         perm = rng.permutation(len(masks))
         for a, b in ((perm[: len(perm) // 2], perm[len(perm) // 2:]), (perm[len(perm) // 2:], perm[: len(perm) // 2])):
-            t = int(_micro_iou(per_t[:, a].sum(1)).argmax())
-            on_b = _micro_iou(per_t[:, b].sum(1))
+            t = int(common.micro_iou(per_t[:, a].sum(1)).argmax())
+            on_b = common.micro_iou(per_t[:, b].sum(1))
             gains.append(float(on_b[t] - on_b[at_half]))
             chosen.append(float(grid[t]))
     return gains, chosen
@@ -100,7 +99,7 @@ def main(argv=None):
 
     runs = load_runs(a.folders)
     base = runs.pop(a.baseline)
-    val = common.load_datasets("moon", a.profile, a.data, progress=False)[1]
+    val = common.recipe(a.profile).datasets("moon", a.data, progress=False)[1]
     counts, logits = {}, {}
     for cand, seeds in {a.baseline: base, **runs}.items():
         for seed, (_, path) in seeds.items():

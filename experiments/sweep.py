@@ -5,10 +5,9 @@ metric, its epoch, the history, and the flip-TTA metrics of the best model, all 
 split is never loaded here); `summary` prints them as one table and `collect` adds them to a results file under
 experiments/results/.
 
-    python experiments/sweep.py run unet --name bce_only --set dice_weight=0 --seeds 0 1
+    python experiments/sweep.py run unet --name bce_only --set task.dice=0 --seeds 0 1
     python experiments/sweep.py run unet --name flips --set augment.hflip=True augment.vflip=True
-    python experiments/sweep.py run finetuned --name enc03 --set encoder_lr_mult=0.3 --init weights/backbone_unet_frozen.pt
-    python experiments/sweep.py run frozen --name hybrid_A --branch 32 64 128 --branch-from weights/unet.pt
+    python experiments/sweep.py run frozen --name fullres_A --branch 32 --branch-from weights/unet.pt
     python experiments/sweep.py run unet --name lovasz --loss lovasz --seeds 0 1
     python experiments/sweep.py run unet --name focal --loss focal --seeds 0 1
     python experiments/sweep.py run unet --name train75 --train-fraction 0.75 --seeds 0 1
@@ -53,11 +52,10 @@ def lovasz_hinge(logits, target):
 
 
 class LovaszTask(common.SegmentationTask):
-    """Segmentation with loss = bce_weight * BCE + dice_weight * Lovasz hinge (the Dice term replaced)."""
+    """Segmentation with loss = bce * BCE + dice * Lovasz hinge (the Dice term replaced)."""
 
     def loss(self, out, y):
-        return (self.cfg.bce_weight * F.binary_cross_entropy_with_logits(out.float(), y)
-                + self.cfg.dice_weight * lovasz_hinge(out, y))
+        return self.bce * F.binary_cross_entropy_with_logits(out.float(), y) + self.dice * lovasz_hinge(out, y)
 
 
 # the focal loss (Lin et al., 2017) of the binary case, as torchvision has it: BCE per pixel weighted by
@@ -66,13 +64,26 @@ focal_bce = functools.partial(sigmoid_focal_loss, alpha=-1, gamma=2.0, reduction
 
 
 class FocalTask(common.SegmentationTask):
-    """Segmentation with loss = bce_weight * focal term + dice_weight * Dice (the BCE term replaced)."""
+    """Segmentation with loss = bce * focal term + dice * Dice (the BCE term replaced)."""
 
     def loss(self, out, y):
-        return self.cfg.bce_weight * focal_bce(out.float(), y) + self.cfg.dice_weight * common.dice_loss(out, y)
+        return self.bce * focal_bce(out.float(), y) + self.dice * common.dice_loss(out, y)
 
 
-LOSSES = {"bce_dice": None, "lovasz": LovaszTask, "focal": FocalTask}      # None: fit's own task, the product's loss
+LOSSES = {"bce_dice": common.SegmentationTask, "lovasz": LovaszTask, "focal": FocalTask}
+
+
+def load_branch(seg_model, unet_model):
+    """Copy a trained base U-Net's first level into a backbone U-Net's full-resolution level, which is built like it:
+    the level starts from what the base U-Net learned instead of random weights."""
+    if not isinstance(seg_model.encoder, common.BranchedEncoder):
+        raise common.CheckpointError("this backbone U-Net has no full-resolution level (backbone_unet(branch=...))")
+    try:
+        seg_model.encoder.full.load_state_dict(unet_model.encoder.stages[0].state_dict())
+    except RuntimeError as e:
+        raise common.CheckpointError(f"the base U-Net's first level (width {unet_model.config['widths'][0]}) does not fit "
+                                     f"this one ({seg_model.config['branch']}): {str(e).splitlines()[0]}") from e
+    return seg_model
 
 
 def subsample(train, fraction, seed=0):
@@ -83,12 +94,16 @@ def subsample(train, fraction, seed=0):
     return train.subset(keep)
 
 
-def candidate(profile, model, changes, seed):
-    """The profile's TrainConfig of `model` with `changes` ({"field": value, "augment.field": value}) and `seed`."""
-    cfg = getattr(common.recipe(profile, seed=seed), model)
-    aug = {k.split(".", 1)[1]: v for k, v in changes.items() if k.startswith("augment.")}
-    train = {k: v for k, v in changes.items() if not k.startswith("augment.")}
-    return dataclasses.replace(cfg, **train, augment=dataclasses.replace(cfg.augment, **aug))
+def candidate(profile, model, changes, seed, loss="bce_dice"):
+    """(TrainConfig, task) of `model` in the profile's recipe with `changes` ({"field": value, "augment.field": value,
+    "task.field": value}), `seed` and, for segmentation, the task class of `loss`."""
+    r = common.recipe(profile, seed=seed)
+    part = lambda prefix: {k.split(".", 1)[1]: v for k, v in changes.items() if k.startswith(prefix)}  # noqa: E731
+    cfg = getattr(r, model)
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if "." not in k},
+                              augment=dataclasses.replace(cfg.augment, **part("augment.")))
+    task = r.classification if model == "classifier" else LOSSES[loss](**r.segmentation.params())
+    return cfg, dataclasses.replace(task, **part("task."))
 
 
 def build(model, classifier, init, branch=(), branch_from=None, random_encoder=False):
@@ -106,7 +121,7 @@ def build(model, classifier, init, branch=(), branch_from=None, random_encoder=F
     if not random_encoder:
         common.load_backbone(seg, cls)
     if branch_from:
-        common.load_branch(seg, common.load_checkpoint(branch_from, expect_task="segmentation")[0])
+        load_branch(seg, common.load_checkpoint(branch_from, expect_task="segmentation")[0])
     if init:
         seg.load_state_dict(common.load_checkpoint(init, expect_task="segmentation")[0].state_dict())
     return seg
@@ -115,26 +130,27 @@ def build(model, classifier, init, branch=(), branch_from=None, random_encoder=F
 def run(args):
     changes = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     kind = "tiny" if args.model == "classifier" else "moon"
-    train, val = common.load_datasets(kind, args.profile, args.data, Path(args.out), progress=False)[:2]
+    train, val = common.recipe(args.profile).datasets(kind, args.data, Path(args.out), progress=False)[:2]
     train = subsample(train, args.train_fraction)
     for seed in args.seeds:
         name = f"{args.name}_seed{seed}"
-        cfg = candidate(args.profile, args.model, changes, seed)
+        cfg, task = candidate(args.profile, args.model, changes, seed, args.loss)
         if args.smoke:       # a check of the script itself: 2 epochs of 2 batches, a small validation split
-            cfg, val = dataclasses.replace(cfg, epochs=2, max_steps_per_epoch=2), val.subset(range(min(16, len(val))))
+            cfg = dataclasses.replace(cfg, epochs=2)
+            train, val = train.subset(range(min(2 * cfg.batch_size, len(train)))), val.subset(range(min(16, len(val))))
         t0 = time.time()
         common.seed_everything(seed)        # the initial weights too are the seed's, whatever ran before in this process
-        task = LOSSES[args.loss] and LOSSES[args.loss](cfg)
         init = args.init and args.init.format(seed=seed)      # e.g. runs/abl/A_seed{seed}/best.pt: B from its own A
         model = build(args.model, args.classifier, init, args.branch, args.branch_from, args.random_encoder)
-        hist = common.fit(model, train, val, cfg, Path(args.out) / name, progress=False, task=task)
+        hist = common.fit(model, train, val, cfg, task, Path(args.out) / name)
         best, _ = common.load_checkpoint(Path(args.out) / name / "best.pt")
         res = {"name": name, "candidate": args.name, "model": args.model, "profile": args.profile, "seed": seed,
                "changes": {**changes, **({"loss": args.loss} if args.loss != "bce_dice" else {}),
                            **({"train_fraction": args.train_fraction} if args.train_fraction < 1 else {}),
                            **({"encoder": "random"} if args.random_encoder else {}),
                            **({"init": init} if init else {})},
-               "n_train": len(train), "architecture": best.config, "config": json.loads(json.dumps(cfg.key())), "wall_s": time.time() - t0,
+               "n_train": len(train), "architecture": best.config, "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+               "task": task.params(), "wall_s": time.time() - t0,
                "machine": common.machine(), "precision": common.compute_precision(verbose=False).name,
                "best_epoch": int(hist[[c for c in hist if c in ("val_top1", "val_iou")][0]].idxmax()) + 1,
                "history": hist.to_dict(orient="list")}
@@ -178,7 +194,8 @@ def main(argv=None):
     r.add_argument("model", choices=MODELS)
     r.add_argument("--name", required=True)
     r.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="changes to the recipe: TrainConfig fields, augment.<field> for AugmentConfig ones")
+                   help="changes to the recipe: TrainConfig fields, augment.<field> for AugmentConfig ones, "
+                        "task.<field> for the task's (e.g. task.dice=0)")
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
     r.add_argument("--profile", default="cpu", choices=list(common.PROFILES))
     r.add_argument("--data", default=None, help="folder with the dataset archives (default: data/, ../shared/data)")
@@ -188,8 +205,8 @@ def main(argv=None):
                    "{seed} in the path becomes each run's seed")
     r.add_argument("--random-encoder", action="store_true",
                    help="backbone U-Net: keep the classifier's stages at random initial weights (the control)")
-    r.add_argument("--branch", nargs="*", type=int, default=[], help="the extension: high-resolution branch widths")
-    r.add_argument("--branch-from", default=None, help="a base U-Net checkpoint whose upper levels start the branch")
+    r.add_argument("--branch", nargs="*", type=int, default=[], help="backbone U-Net: the width of a full-resolution level (one value)")
+    r.add_argument("--branch-from", default=None, help="a base U-Net checkpoint whose first level starts the full-resolution level")
     r.add_argument("--loss", default="bce_dice", choices=list(LOSSES),
                    help="segmentation: BCE + Dice, BCE + Lovasz hinge, or focal + Dice")
     r.add_argument("--train-fraction", type=float, default=1.0, help="train on this stratified fraction of train")

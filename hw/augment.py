@@ -1,5 +1,6 @@
-"""Augmentation on whole uint8 batches of tensors, on their device: one affine grid per sample moves image and mask
-together; colour factors per sample, vectorised."""
+"""The one input path of every model: a uint8 batch becomes the normalised float input (`prepare_batch`), in
+validation geometry (`model_input`) or augmented on its device (`BatchAugment`: one affine grid per sample moves image
+and mask together; colour factors per sample, vectorised). Training, evaluation and `preprocess` all go through it."""
 from __future__ import annotations
 
 import math
@@ -98,3 +99,14 @@ class BatchAugment:
 def model_input(x, size=INPUT_SIZE):
     """Validation-time geometry: the whole image resized to size x size (float 0..255)."""
     return resize(x, size)
+
+
+def prepare_batch(x, y, device, prec, aug=None, gen=None):
+    """A uint8 batch and its targets (labels (N,), or masks (N,1,H,W)) -> the normalised float input on `device` in
+    the precision's memory layout, and the targets: augmented by `aug` (training) or in validation geometry."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if y.dim() == 4:                       # masks move with their images
+        x, y = aug(x, y, gen) if aug else (model_input(x), y.float())
+    else:
+        x = aug(x, gen=gen) if aug else model_input(x)
+    return normalize(x).contiguous(memory_format=prec.memory_format), y

@@ -30,6 +30,15 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
+LANG_ENV = "HW_LANG"      # "ru": the lines the library prints are Russian (the notebooks' set-up sets it), else English
+
+
+def tr(en, ru):
+    """A printed line in the language of the outputs: Russian in the notebooks (`setup` sets HW_LANG=ru), English in
+    scripts and tests. Errors stay English everywhere."""
+    return ru if os.environ.get(LANG_ENV) == "ru" else en
+
+
 def data_root():
     """The git-ignored folder of unpacked archives and tensor caches: $HW_DATA_DIR, else data/ in the repository (in
     the current folder where the package is installed)."""
@@ -55,6 +64,15 @@ def results_file(name):
     """A results file of the experiments (experiments/results/<name>, written by code there), which the notebooks
     quote instead of typing its numbers."""
     return json.loads((ROOT / "experiments" / "results" / name).read_text())
+
+
+def decisions():
+    """The recipe decisions of experiments/compare.py (experiments/results/decisions.json) as the notebooks quote them:
+    {"candidates": {name: row}, "threshold": {model: row}, ...}; a candidate's row holds its seeds, the difference to
+    the baseline (pooled and per seed), its interval at its `level` and the verdict."""
+    d = results_file("decisions.json")
+    return {**d, "candidates": {r["candidate"]: r for r in d["candidates"]},
+            "threshold": {r["model"].split(" ")[0]: r for r in d["threshold"]}}
 
 
 def atomic_write(path, write):

@@ -1,5 +1,5 @@
 """Data: readers of Tiny ImageNet-200 and the moon set (a folder or its zip, decoded once into uint8 tensors cached
-under data/), the in-memory sets, stratified splits."""
+under data/), the in-memory sets, stratified splits, and the train / val / test splits of each notebook."""
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .core import INPUT_SIZE, MOON_HINT, TINY_URL, DataError, atomic_write, data_root, progress_bar, shared_data, \
-    shown_path
+from .core import INPUT_SIZE, MOON_HINT, ROOT, TINY_URL, DataError, atomic_write, data_root, progress_bar, \
+    shared_data, shown_path, tr
+from .synthetic import make_synthetic_moon, make_synthetic_tiny_imagenet
 
 IMAGE_EXTS = {".jpeg", ".jpg", ".png"}
 
@@ -70,7 +71,8 @@ def _unpack_zip(zip_path):
     stamp = f"{zip_path.resolve()} {zip_path.stat().st_size}"
     if marker.exists() and marker.read_text() == stamp:
         return dest
-    print(f"unpacking {shown_path(zip_path)} -> {shown_path(dest)} (once)")
+    print(tr(f"unpacking {shown_path(zip_path)} -> {shown_path(dest)} (once)",
+             f"распаковываю {shown_path(zip_path)} -> {shown_path(dest)} (один раз)"))
     try:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(dest)
@@ -234,14 +236,9 @@ def _tiny_classes(folder, classes):
 
 
 def read_tiny_imagenet(root, classes=None, split="train", size=64, progress=True):
-    """Read Tiny ImageNet-200 (official layout) into an `ImageSet`.
-
-    root: the dataset folder (with wnids.txt), a folder above it, or the zip.
-    classes: None (all of wnids.txt), N (the first N of wnids.txt) or a list of wnids.
-    split: "train" (train/<wnid>/images/*.JPEG) or "val" (val/images + val/val_annotations.txt).
-    Images are kept at their native 64x64 (any other size is resized to it); the model input is brought to
-    128x128 on the batch (see `BatchAugment` and `model_input`), so memory holds 4x less.
-    """
+    """Tiny ImageNet-200 (official layout: root, a folder above it, or the zip) as an `ImageSet` at its native
+    64x64 (brought to 128x128 on the batch: 4x less memory). classes: None (all), N (the first N of wnids.txt) or a
+    list of wnids; split: "train" or "val" (val/images with val_annotations.txt)."""
     folder = tiny_folder(root)
     chosen, names = _tiny_classes(folder, classes)
     label_of = {w: i for i, w in enumerate(chosen)}
@@ -308,14 +305,9 @@ def _mask_from_array(arr, path):
 
 
 def read_moon(root, size=INPUT_SIZE, progress=True):
-    """Read MOON_SEGMENTATION_BINARY (images/render/renderNNNN.png + images/ground/groundNNNN.png) into a
-    `MaskSet` at size x size.
-
-    Whole frames are resized (not cropped) to size x size with `resize`, so every output pixel maps to a
-    known region of the frame whatever its size (360x240 here, 720x480 originals): the 3:2 frame is squeezed
-    horizontally by 1.5. Masks are resized as area fractions and thresholded at 0.5.
-    A mask of another size than its render is resized to the render's size first (with a warning).
-    """
+    """MOON_SEGMENTATION_BINARY (images/render/renderNNNN.png, images/ground/groundNNNN.png) as a `MaskSet`: whole
+    frames resized (not cropped) to size x size, so the 3:2 frame is squeezed by 1.5; masks resized as area fractions
+    and thresholded at 0.5 (a mask of another size than its render is first resized to it, with a warning)."""
     folder = moon_folder(root)
     rdir, gdir = folder / "images" / "render", folder / "images" / "ground"
     if not gdir.is_dir():
@@ -406,3 +398,48 @@ def moon_splits(coverage, ids, test=0.2, val=0.15, exclude_from_test=(), seed=0)
     rest = np.setdiff1d(np.arange(n), pool[te])
     tr, va = stratified_split(strata[rest], n_val, seed)
     return rest[tr], rest[va], pool[te]
+
+
+# ---------------------------------------------------------------------------------------------------- a notebook's data
+MOON_TEST, MOON_VAL = 0.2, 0.15      # fractions of all moon frames in the test and validation splits
+
+
+def load_datasets(kind, synthetic=None, data_dir=None, out_dir=ROOT, seed=0, progress=True, classes=100):
+    """(train, val, test, info) of one notebook: the real data, or the demo's stand-ins of sizes `synthetic` (written
+    under out_dir/data). tiny: a stratified 90/10 split of the train images; test = the official val images of the
+    classes (None where the archive has none). moon: `moon_splits` (test only from frames that served no choice,
+    hw/moon_selection.json); broken frames (`MaskSet.broken`) leave train only; info counts them."""
+    syn = synthetic
+    if syn:
+        base = Path(out_dir) / "data" / "synthetic"
+        if kind == "tiny":
+            root = base / "tiny-imagenet-200"
+            if not (root / "val" / "val_annotations.txt").exists():
+                make_synthetic_tiny_imagenet(root, syn["n_classes"], syn["n_train"], syn["n_val"], seed)
+        else:
+            root = base / "MOON_SEGMENTATION_BINARY"
+            if not (root / "images" / "ground" / f"ground{syn['n_moon']:04d}.png").exists():
+                make_synthetic_moon(root, syn["n_moon"], syn["moon_size"], seed, broken=syn["broken"])
+    else:
+        root = find_dataset(kind, data_dir)
+        if root is None:
+            where = "Tiny ImageNet-200 (" + TINY_URL + ")" if kind == "tiny" else MOON_HINT
+            raise DataError(f"this profile needs the real data: put {where} into "
+                            f"{data_dir or data_root()} or ../shared/data, or run the 'demo' profile.")
+    info = {"root": shown_path(root), "synthetic": bool(syn)}
+    if kind == "tiny":
+        full = read_tiny_imagenet(root, classes=classes, progress=progress)
+        tr, va = stratified_split(full.labels.numpy(), 0.1, seed)
+        test = (read_tiny_imagenet(root, classes=full.classes, split="val", progress=progress)
+                if (tiny_folder(root) / "val" / "val_annotations.txt").exists() else None)
+        return full.subset(tr), full.subset(va), test, info
+    full = read_moon(root, progress=progress)
+    # the frames that served a choice so far (hw/moon_selection.json) are never test; synthetic frames served none
+    selection = [] if syn else sorted({i for ids in moon_selection().values() for i in ids})
+    tr, va, te = moon_splits(full.coverage, full.ids, MOON_TEST, MOON_VAL, selection, seed)
+    broken = full.broken.numpy()                 # decided once, on all frames
+    train = tr[~broken[tr]]
+    info.update(orig_size=list(full.orig_size), n_frames=len(full), n_broken=int(broken.sum()),
+                broken_ids=[full.ids[i] for i in np.flatnonzero(broken)], n_broken_train=len(tr) - len(train),
+                n_selection=len(selection))
+    return full.subset(train), full.subset(va), full.subset(te), info

@@ -1,13 +1,15 @@
-"""Evaluation: the two tasks (what differs between classification and segmentation: targets, loss, metrics), a
-batch brought to the model's input, and `predict` / `evaluate`, which compute in fp32 on every machine."""
+"""Evaluation: the two tasks (what differs between classification and segmentation: targets, loss with its
+parameters, metrics), `predict` / `evaluate`, which compute in fp32 on every machine, and the scores the notebooks
+report."""
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .augment import model_input, normalize
-from .data import MaskSet
-from .metrics import confusion_counts, seg_metrics, topk_correct
+from .augment import model_input, normalize, prepare_batch
+from .metrics import bootstrap_iou, best_threshold, confusion_counts, per_image_iou, seg_metrics, topk_correct
 from .precision import compute_precision, evaluation_precision
 
 
@@ -17,68 +19,64 @@ def dice_loss(logits, target, eps=1.0):
     return (1 - (2 * inter + eps) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + eps)).mean()
 
 
-class ClassificationTask:
-    name, monitor = "classification", "val_top1"
+class Task:
+    """A task's parameters (its dataclass fields) are part of a run's key; the metrics accumulate over batches by
+    start / update / result."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def params(self):
+        return asdict(self)
+
+
+@dataclass
+class ClassificationTask(Task):
+    """Cross-entropy with label smoothing; top-1 / top-5 accuracy, accumulated by start / update / result."""
+    label_smoothing: float = 0.0
+    name = "classification"
+    monitor = "val_top1"
 
     def targets(self, data):
         return data.labels
 
     def loss(self, out, y):
-        return F.cross_entropy(out.float(), y, label_smoothing=self.cfg.label_smoothing)
+        return F.cross_entropy(out.float(), y, label_smoothing=self.label_smoothing)
 
     def start(self):
-        self.n, self.top1, self.top5 = 0, 0, 0
+        self._n, self._top1, self._top5 = 0, 0, 0
 
     def update(self, out, y):
         k = min(5, out.shape[1])
         c = topk_correct(out.float(), y, (1, k))
-        self.n, self.top1, self.top5 = self.n + len(y), self.top1 + c[1], self.top5 + c[k]
+        self._n, self._top1, self._top5 = self._n + len(y), self._top1 + c[1], self._top5 + c[k]
 
     def result(self):
-        return {"top1": self.top1 / max(self.n, 1), "top5": self.top5 / max(self.n, 1)}
+        return {"top1": self._top1 / max(self._n, 1), "top5": self._top5 / max(self._n, 1)}
 
 
-class SegmentationTask(ClassificationTask):
-    name, monitor = "segmentation", "val_iou"
+@dataclass
+class SegmentationTask(Task):
+    """loss = bce * BCE + dice * Dice on 1-channel logits; IoU, Dice, pixel accuracy at `threshold` (fixed
+    beforehand, experiments/README.md), accumulated as per-image confusion counts."""
+    bce: float = 1.0
+    dice: float = 1.0
+    threshold: float = 0.5
+    name = "segmentation"
+    monitor = "val_iou"
 
     def targets(self, data):
         return data.masks
 
     def loss(self, out, y):
-        return (self.cfg.bce_weight * F.binary_cross_entropy_with_logits(out.float(), y)
-                + self.cfg.dice_weight * dice_loss(out, y))
+        return self.bce * F.binary_cross_entropy_with_logits(out.float(), y) + self.dice * dice_loss(out, y)
 
     def start(self):
-        self.counts = []
+        self._counts = []
 
     def update(self, out, y):
-        self.counts.append(confusion_counts(out, y, self.cfg.threshold).cpu())
+        self._counts.append(confusion_counts(out, y, self.threshold).cpu())
 
     def result(self):
-        m = seg_metrics(torch.cat(self.counts))
+        m = seg_metrics(torch.cat(self._counts))
         return {k: m[k] for k in ("iou", "dice", "pixel_acc")}
-
-
-def make_task(data, cfg):
-    return SegmentationTask(cfg) if isinstance(data, MaskSet) else ClassificationTask(cfg)
-
-
-def to_device(model, device, prec):
-    return model.to(device).to(memory_format=prec.memory_format)
-
-
-def prepare_batch(x, y, task, device, prec, aug=None, gen=None):
-    """A uint8 batch -> the normalised float input on `device` in the precision's memory layout, and the target:
-    augmented by `aug` (training) or in validation geometry (aug=None)."""
-    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    if isinstance(task, SegmentationTask):
-        x, y = aug(x, y, gen) if aug else (model_input(x), y.float())
-    else:
-        x = aug(x, gen=gen) if aug else model_input(x)
-    return normalize(x).contiguous(memory_format=prec.memory_format), y
 
 
 @torch.no_grad()
@@ -108,9 +106,48 @@ def evaluate(model, data, task, batch_size=256, device=None, precision=None):
     task.start()
     total = 0.0
     for i in range(0, len(data), batch_size):
-        x, y = prepare_batch(data.images[i:i + batch_size], task.targets(data)[i:i + batch_size], task, device, prec)
+        x, y = prepare_batch(data.images[i:i + batch_size], task.targets(data)[i:i + batch_size], device, prec)
         with prec.autocast():
             out = model(x)
         total += float(task.loss(out, y)) * len(x)
         task.update(out.float(), y)
     return {"loss": total / max(len(data), 1), **task.result()}
+
+
+# ---------------------------------------------------------------------------------------------------- reported scores
+def classification_results(model, data, tta=None):
+    """Logits and metrics of a classifier on a split: top-1, top-5, per-class accuracy, confusion matrix."""
+    logits = predict(model, data.images, tta=tta)
+    n_cls = logits.shape[1]
+    c = topk_correct(logits, data.labels, (1, min(5, n_cls)))
+    pred = logits.argmax(1)
+    conf = torch.zeros(n_cls, n_cls, dtype=torch.long)
+    conf.index_put_((data.labels, pred), torch.ones_like(pred), accumulate=True)
+    per_class = (conf.diag().float() / conf.sum(1).clamp(min=1)).numpy()
+    return {"logits": logits, "pred": pred, "confusion": conf, "per_class": per_class,
+            "metrics": {"top1": c[1] / len(pred), "top5": c[min(5, n_cls)] / len(pred), "n": len(pred)}}
+
+
+def segmentation_results(model, data, threshold=None, tta=None):
+    """Probabilities and metrics of a segmentation model on a split. threshold=None chooses it on `data` (see
+    `best_threshold`); the metrics are then reported at that threshold. tta as in `predict`. The metrics of every
+    threshold of the grid are in "threshold_table" either way."""
+    logits = predict(model, data.images, tta=tta)
+    best, table = best_threshold(logits, data.masks)
+    threshold = best if threshold is None else threshold
+    counts = confusion_counts(logits, data.masks, threshold)
+    return {"probs": torch.sigmoid(logits), "counts": counts, "threshold": threshold, "threshold_table": table,
+            "iou_per_image": per_image_iou(counts), "metrics": {"threshold": threshold, **seg_metrics(counts)}}
+
+
+def split_scores(counts):
+    """Micro IoU, Dice, pixel accuracy of a split's per-image counts, and the 95 % bootstrap interval of the IoU."""
+    m = seg_metrics(counts)
+    return {"iou": m["iou"], "dice": m["dice"], "pixel_acc": m["pixel_acc"], "iou_ci": bootstrap_iou(counts),
+            "n": len(counts)}
+
+
+def held_out_scores(result, test):
+    """The "test" object of a metrics file from `segmentation_results` on the test split (at the recipe's threshold,
+    fixed beforehand): the scores with their interval, on all test frames and without the broken ones."""
+    return {**split_scores(result["counts"]), "without_broken": split_scores(result["counts"][~test.broken])}

@@ -39,7 +39,7 @@ def per_image_iou(counts):
     return torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp(min=1), torch.ones_like(tp))
 
 
-def _micro_iou(c):
+def micro_iou(c):
     """Micro IoU of summed counts (..., 4)."""
     return c[..., 0] / (c[..., 0] + c[..., 1] + c[..., 2]).clamp(min=1)
 
@@ -57,7 +57,7 @@ def _interval(samples, level):
 def bootstrap_iou(counts, n=2000, seed=0, level=0.95):
     """[low, high]: the central `level` interval of the micro IoU over the split's images resampled with replacement
     n times, i.e. how much the score depends on which images the split happened to hold. counts: (N,4)."""
-    return _interval(_micro_iou(counts.double()[_resampled(len(counts), n, seed)].sum(1)), level)
+    return _interval(micro_iou(counts.double()[_resampled(len(counts), n, seed)].sum(1)), level)
 
 
 def bootstrap_accuracy(correct, n=2000, seed=0, level=0.95):
@@ -72,9 +72,9 @@ def paired_bootstrap_iou(counts_a, counts_b, n=2000, seed=0, level=0.95):
     if counts_a.shape != counts_b.shape:
         raise ValueError("the two models must be scored on the same images")
     idx = _resampled(len(counts_a), n, seed)
-    diffs = _micro_iou(counts_b.double()[idx].sum(1)) - _micro_iou(counts_a.double()[idx].sum(1))
+    diffs = micro_iou(counts_b.double()[idx].sum(1)) - micro_iou(counts_a.double()[idx].sum(1))
     lo, hi = _interval(diffs, level)
-    return {"diff": float(_micro_iou(counts_b.double().sum(0)) - _micro_iou(counts_a.double().sum(0))),
+    return {"diff": float(micro_iou(counts_b.double().sum(0)) - micro_iou(counts_a.double().sum(0))),
             "low": lo, "high": hi}
 
 

@@ -64,8 +64,8 @@ class StagedEncoder(nn.Module):
 
 class ClassifierEncoder(StagedEncoder):
     """The classifier's convolutional stages: a stride-2 stem, then ResNet-like stages (a stride-2 `BasicBlock`,
-    then `blocks[i] - 1` more), at strides 2, 4, 8, 16, 32. The stem goes to 64x64 at once: 128x128 inputs are
-    64x64 images upscaled, so nothing is lost, and every later stage costs 4x less than at 128x128."""
+    then `blocks[i] - 1` more), at strides 2, 4, 8, 16, 32. The stem goes to 64x64 at once: Tiny ImageNet's inputs
+    are 64x64 images upscaled, which hold no finer detail, and every later stage costs 4x less than at 128x128."""
 
     def __init__(self, widths=(32, 64, 128, 256, 384), blocks=(1, 1, 2, 1, 1)):
         super().__init__()
@@ -107,29 +107,20 @@ class AdaptedEncoder(nn.Module):
 
 
 class BranchedEncoder(AdaptedEncoder):
-    """An extension of `AdaptedEncoder`: a trainable high-resolution branch built like the plain U-Net's first levels
-    (`unet_level`, widths `branch` at strides 1, 2, 4, ...) runs on the input beside the classifier. Its stride-1
-    level is one more skip (the classifier starts at stride 2); each deeper level is concatenated with the adapted
-    classifier stage of its stride. `load_branch` starts it from a trained base U-Net's levels."""
+    """`AdaptedEncoder` plus one full-resolution level built like the plain U-Net's first (`unet_level`, width
+    branch[0]) on the input: one more skip at stride 1, so the decoder's logits are at 128x128 (the classifier's stem
+    starts at stride 2)."""
 
     def __init__(self, backbone: ClassifierEncoder, widths, branch):
         super().__init__(backbone, widths)
-        if not 1 <= len(branch) <= len(widths):
-            raise ValueError(f"the branch needs 1 to {len(widths)} levels, got {len(branch)}")
+        if len(branch) != 1:
+            raise ValueError(f"the branch is one full-resolution level: one width, got {list(branch)}")
         self.full = unet_level(3, branch[0], pool=False)
-        self.down = nn.ModuleList(unet_level(a, b, pool=True) for a, b in zip(branch, branch[1:]))
-        out = list(widths)
-        for i, w in enumerate(branch[1:]):         # branch level i+1 (stride 2**(i+1)) joins classifier stage i
-            out[i] += w
-        self.out_channels = [branch[0]] + out
+        self.out_channels = [branch[0]] + self.out_channels
         self.strides = [1] + self.strides
 
     def forward(self, x):
-        feats = super().forward(x)
-        hr = [self.full(x)]
-        for level in self.down:
-            hr.append(level(hr[-1]))
-        return hr[:1] + [torch.cat([f, h], 1) for f, h in zip(feats, hr[1:])] + feats[len(hr) - 1:]
+        return [self.full(x)] + super().forward(x)
 
 
 # ---------------------------------------------------------------------------------------------------- decoder
@@ -223,8 +214,8 @@ def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
 def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=None, branch=()):
     """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters and the same decoder as
     `unet`; its last decoder level is at stride 2 and interpolated to full size (decoder default (128, 96, 64, 32)).
-    branch=(w1, w2, ...) adds the high-resolution branch (`BranchedEncoder`), and the default decoder a last level of
-    width 16 for its full-resolution skip. Load the classifier's weights with `load_backbone`."""
+    branch=(w,) adds a full-resolution level of width w (`BranchedEncoder`), and the default decoder a last level of
+    width 16 for its skip. Load the classifier's weights with `load_backbone`."""
     cls_cfg = dict(classifier_config)
     backbone = ClassifierEncoder(cls_cfg["widths"], cls_cfg["blocks"])
     if len(adapters) != len(backbone.stages):
@@ -248,22 +239,10 @@ def load_backbone(seg_model, classifier):
     return seg_model
 
 
-def load_branch(seg_model, unet_model):
-    """Copy a trained base U-Net's upper levels into a backbone U-Net's high-resolution branch, which is built like
-    them: the branch starts from what the base U-Net learned instead of random weights."""
-    enc = seg_model.encoder
-    if not isinstance(enc, BranchedEncoder):
-        raise CheckpointError("this backbone U-Net has no high-resolution branch (backbone_unet(branch=...))")
-    branch, stages = [enc.full, *enc.down], unet_model.encoder.stages
-    if len(branch) > len(stages):
-        raise CheckpointError(f"the branch has {len(branch)} levels, the base U-Net only {len(stages)}")
-    for level, stage in zip(branch, stages):
-        try:
-            level.load_state_dict(stage.state_dict())
-        except RuntimeError as e:
-            raise CheckpointError(f"the base U-Net's levels (widths {unet_model.config['widths']}) do not fit this "
-                                  f"branch ({seg_model.config['branch']}): {str(e).splitlines()[0]}") from e
-    return seg_model
+def with_weights(model, source):
+    """`model` with the weights of `source`, a model of the same architecture (variant B starts from its trained A)."""
+    model.load_state_dict(source.state_dict())
+    return model
 
 
 def build_model(config):

@@ -9,36 +9,114 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import atomic_write
+from .core import atomic_write, tr
+
 
 def to_hwc(x):
     """uint8 (3,H,W) tensor -> (H,W,3) array for imshow; anything else is returned as it is."""
     return x.permute(1, 2, 0).numpy().astype(np.uint8) if x.dtype == torch.uint8 else x
 
 
-def plot_history(history, metrics, title="", path=None, marks=None):
-    """Loss and metric curves per epoch from a history DataFrame; saved to `path` if given. marks: {x: label}
-    draws a dotted vertical line with its label at each x (e.g. where the input size steps up)."""
+def _figure(rows, cols, size, **kw):
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))
-    axes = np.atleast_1d(axes)
-    for ax, m in zip(axes, metrics):
-        for col, style in ((f"train_{m}", "-o"), (f"val_{m}", "-s")):
-            if col in history:
-                ax.plot(history["epoch"], history[col], style, ms=3, label=col)
-        for x, label in (marks or {}).items():
-            ax.axvline(x, color="gray", ls=":", lw=1)
-            ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7, color="gray",
-                    rotation=90, va="top", ha="left")
-        ax.set_xlabel("epoch")
-        ax.set_title(m)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
+    return plt.subplots(rows, cols, figsize=size, squeeze=False, **kw)
+
+
+def _done(fig, path):
     fig.tight_layout()
     if path:
         save_figure(fig, path)
     return fig
+
+
+def plot_history(history, metrics, title="", path=None, marks=None):
+    """Curves per epoch from a history DataFrame: for each metric m, train_m (on the augmented training batches, in
+    training precision) and val_m. marks: {x: label} draws a dotted vertical line with its label at each x (e.g.
+    where the input size steps up)."""
+    fig, axes = _figure(1, len(metrics), (4.2 * len(metrics), 3.2))
+    for ax, m in zip(axes[0], metrics):
+        for col, style, label in ((f"train_{m}", "-o", tr("train (training batches)", "train (обучающие батчи)")),
+                                  (f"val_{m}", "-s", "val")):
+            if col in history:
+                ax.plot(history["epoch"], history[col], style, ms=3, label=label)
+        for x, label in (marks or {}).items():
+            ax.axvline(x, color="gray", ls=":", lw=1)
+            ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7, color="gray",
+                    rotation=90, va="top", ha="left")
+        ax.set(xlabel=tr("epoch", "эпоха"), title=m)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _done(fig, path)
+
+
+def plot_curves(histories, metrics, path=None, mark=None):
+    """Val curves of several runs on one axis per metric: histories {label: DataFrame}; mark (x, label): a dotted
+    vertical line."""
+    fig, axes = _figure(1, len(metrics), (5 * len(metrics), 3.2))
+    for ax, m in zip(axes[0], metrics):
+        for label, h in histories.items():
+            ax.plot(h["epoch"], h[f"val_{m}"], "-o", ms=3, label=label)
+        if mark:
+            ax.axvline(mark[0], color="gray", ls=":", label=mark[1])
+        ax.set(title=f"val {m}", xlabel=tr("epoch", "эпоха"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _done(fig, path)
+
+
+def plot_bars(values, xlabel, ylabel, title, path=None, line=None, labels=None):
+    """One bar per item (e.g. images per class, accuracy per class); line (y, label): a dashed horizontal line;
+    labels {name: values}: several series over the same items."""
+    fig, axes = _figure(1, 1, (10, 2.6))
+    ax = axes[0, 0]
+    for name, v in (labels or {None: values}).items():
+        ax.bar(range(len(v)), v, label=name)
+    if line:
+        ax.axhline(line[0], color="k", ls="--", label=line[1])
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if labels or line:
+        ax.legend()
+    return _done(fig, path)
+
+
+def plot_hist(samples, xlabel, title, path=None, bins=30):
+    """Overlaid density histograms: samples {label: 1-D array}."""
+    fig, axes = _figure(1, 1, (7, 2.6))
+    edges = np.linspace(0, max(float(np.max(v)) for v in samples.values()), bins)
+    for label, v in samples.items():
+        axes[0, 0].hist(np.asarray(v), edges, alpha=0.5, density=True, label=label)
+    axes[0, 0].set(xlabel=xlabel, ylabel=tr("density", "плотность"), title=title)
+    axes[0, 0].legend()
+    return _done(fig, path)
+
+
+def plot_confusion(conf, names, title, path=None):
+    """A confusion matrix (rows: truth, columns: prediction) of the classes `names`, in their order."""
+    fig, axes = _figure(1, 1, (6, 5))
+    ax = axes[0, 0]
+    fig.colorbar(ax.imshow(conf, cmap="Blues"))
+    ax.set_xticks(range(len(names)), [n[:14] for n in names], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), [n[:14] for n in names], fontsize=7)
+    ax.set(xlabel=tr("prediction", "предсказание"), ylabel=tr("truth", "истина"), title=title)
+    return _done(fig, path)
+
+
+def plot_top5(images, labels, probs, names, pick, path=None):
+    """Images `pick` of a split, two per row, each beside its top-5 probabilities (the true class green)."""
+    rows, cols = (len(pick) + 1) // 2, 2 if len(pick) == 1 else 4
+    fig, axes = _figure(rows, cols, (6.5 * cols / 2, 2.5 * rows), gridspec_kw={"width_ratios": [1, 1.6] * (cols // 2)})
+    for ax in axes.flat:
+        ax.axis("off")
+    for (a, b), i in zip(axes.reshape(-1, 2), pick):
+        p, k = probs[i].topk(min(5, len(names)))
+        a.imshow(to_hwc(images[i]))
+        a.set_title((tr("truth: ", "истина: ") + names[labels[i]])[:30], fontsize=8)
+        b.axis("on")
+        b.barh(range(len(k))[::-1], p.numpy(), color=["tab:green" if c == labels[i] else "tab:gray" for c in k])
+        b.set_yticks(range(len(k))[::-1], [names[c][:20] for c in k], fontsize=7)
+        b.set(xlim=(0, 1), title="top-5")
+    return _done(fig, path)
 
 
 def formatted(df, formats=None, precision=None):
@@ -92,21 +170,18 @@ def save_figure(fig, path):
 
 
 def show_images(images, titles=None, ncols=8, path=None, size=1.6):
-    """A grid of uint8 (N,3,H,W) images with titles."""
-    import matplotlib.pyplot as plt
+    """A grid of images: uint8 (N,3,H,W) tensors, masks (N,1,H,W) or (H,W[,3]) arrays, with titles."""
     n = len(images)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3), squeeze=False)
+    fig, axes = _figure(math.ceil(n / ncols), ncols, (size * ncols, size * math.ceil(n / ncols) + 0.3))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(to_hwc(images[i]))
+            im = images[i]
+            im = im[0] if torch.is_tensor(im) and im.dim() == 3 and im.shape[0] == 1 else to_hwc(im)
+            ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=1 if im.ndim == 2 else None)
             if titles:
-                ax.set_title(titles[i], fontsize=7)
-    fig.tight_layout()
-    if path:
-        save_figure(fig, path)
-    return fig
+                ax.set_title(titles[i], fontsize=8)
+    return _done(fig, path)
 
 
 def overlay_errors(image, pred, target):
@@ -118,28 +193,25 @@ def overlay_errors(image, pred, target):
     return np.clip(img, 0, 1)
 
 
-def show_segmentation(images, masks, probs, threshold=0.5, titles=None, heads=None, path=None):
-    """Rows of (input, probability, prediction, ground truth, error overlay); heads: the five column titles, in the
-    report's language (the notebook words them)."""
-    import matplotlib.pyplot as plt
-    n = len(images)
-    fig, axes = plt.subplots(n, 5, figsize=(12, 2.5 * n), squeeze=False)
-    for i in range(n):
-        pred = probs[i] > threshold
-        panels = [to_hwc(images[i]), probs[i].squeeze().numpy(), pred.squeeze().numpy(),
-                  masks[i].squeeze().numpy(), overlay_errors(images[i], pred, masks[i])]
-        for j, (ax, p) in enumerate(zip(axes[i], panels)):
-            ax.imshow(p, cmap="gray" if j in (1, 2, 3) else None, vmin=0, vmax=1 if j in (1, 2, 3) else None)
+ERRORS = ("green: right, red: extra, blue: missed", "зелёный — верно, красный — лишнее, синий — пропущено")
+
+
+def show_segmentation(data, rows, models, path=None, probability=True):
+    """One row per frame (indices `rows` of the MaskSet `data`): the input with its frame number, the probability map
+    of the first model (probability=True), the ground truth, and each model's errors against it with its IoU on the
+    frame. models: [(label, segmentation_results of `data`)]."""
+    cols = [tr("input", "вход")] + [tr("probability", "вероятность")] * probability + [tr("ground truth", "разметка")]
+    fig, axes = _figure(len(rows), len(cols) + len(models), (2.6 * (len(cols) + len(models)), 2.6 * len(rows)))
+    for ax_row, i in zip(axes, rows):
+        panels = [to_hwc(data.images[i])] + [models[0][1]["probs"][i, 0].numpy()] * probability + [data.masks[i, 0]]
+        panels += [overlay_errors(data.images[i], r["probs"][i] > r["threshold"], data.masks[i]) for _, r in models]
+        heads = cols + [f"{lab}: IoU {r['iou_per_image'][i]:.2f}" for lab, r in models]
+        for j, (ax, p, h) in enumerate(zip(ax_row, panels, heads)):
+            ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1 if p.ndim == 2 else None)
+            ax.set_title(h if j else f"{h}: {tr('frame', 'кадр')} {data.ids[i]}", fontsize=10)
             ax.axis("off")
-            if i == 0 and heads:
-                ax.set_title(heads[j], fontsize=8)
-        if titles:
-            axes[i][0].set_ylabel(titles[i])
-            axes[i][0].text(2, 10, titles[i], color="yellow", fontsize=8, va="top")
-    fig.tight_layout()
-    if path:
-        save_figure(fig, path)
-    return fig
+    fig.suptitle(tr(*ERRORS), y=1.0)
+    return _done(fig, path)
 
 
 class LivePlot:
@@ -177,8 +249,9 @@ def browse(n, render, description="№"):
     try:
         import ipywidgets as widgets
     except ImportError:
-        print("no slider: the package ipywidgets is missing (`pip install ipywidgets`, then restart the kernel); "
-              "the static figure below shows the same")
+        print(tr("no slider: the package ipywidgets is missing (`pip install ipywidgets`, then restart the kernel); "
+                 "the static figure below shows the same", "слайдера нет: не установлен ipywidgets (`pip install "
+                 "ipywidgets`, затем перезапустить ядро); статический рисунок ниже показывает то же"))
         return None
     return widgets.interactive(render, i=widgets.IntSlider(min=0, max=max(n - 1, 0), step=1, value=0,
                                                          description=description, continuous_update=False))

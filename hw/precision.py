@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .core import default_device
+from .core import default_device, tr
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 PRECISION_ENV = "HW_PRECISION"      # "auto" (default), "bf16", "fp16" (CUDA only) or "fp32"
@@ -146,13 +146,18 @@ def _decide(device_type, requested):
     if requested != "auto":
         return Precision("cpu", requested, True, f"asked for: {requested}")
     if not native_bf16():
-        return Precision("cpu", "fp32", True, "the CPU has no native bf16 (emulated, it would be many times slower)")
+        return Precision("cpu", "fp32", True, tr(
+            "the CPU has no native bf16 (emulated, it would be many times slower)",
+            "у процессора нет нативного bf16 (эмуляция была бы во много раз медленнее)"))
     t = _probe_cpu()
     speedup = t["fp32"] / t["bf16"]
     if speedup >= BF16_MIN_SPEEDUP:
-        return Precision("cpu", "bf16", True, f"the CPU has native bf16; a probe measured it {speedup:.1f}x faster than fp32")
-    return Precision("cpu", "fp32", True, f"the CPU reports native bf16, but a probe measured it only {speedup:.1f}x "
-                                          f"as fast as fp32 (< {BF16_MIN_SPEEDUP}x)")
+        return Precision("cpu", "bf16", True, tr(
+            f"the CPU has native bf16; a probe measured it {speedup:.1f}x faster than fp32",
+            f"у процессора нативный bf16; замер: в {speedup:.1f} раза быстрее fp32"))
+    return Precision("cpu", "fp32", True, tr(
+        f"the CPU reports native bf16, but a probe measured it only {speedup:.1f}x as fast as fp32 (< {BF16_MIN_SPEEDUP}x)",
+        f"процессор сообщает о нативном bf16, но замер дал только {speedup:.1f}x от скорости fp32 (< {BF16_MIN_SPEEDUP}x)"))
 
 
 def evaluation_precision(device):
@@ -176,7 +181,8 @@ def compute_precision(device=None, precision=None, verbose=True):
     first = _decide.cache_info().currsize
     p = _decide(device.type, requested)
     if verbose and _decide.cache_info().currsize > first:
-        print(f"precision on {device.type}: {p.name}{', channels_last' if p.channels_last else ''} ({p.reason})")
+        print(tr("precision on", "точность вычислений на") + f" {device.type}: {p.name}"
+              f"{', channels_last' if p.channels_last else ''} ({p.reason})")
     return p
 
 

@@ -16,13 +16,18 @@ SMALL_UNET = dict(widths=(8, 16, 24, 32, 32), decoder=(32, 24, 16, 8))
 SMALL_BB = dict(adapters=(8, 8, 16, 16, 16), decoder=(16, 16, 8, 8))
 
 
-
 @pytest.fixture(autouse=True, scope="session")
 def _private_data_dir(tmp_path_factory):
     """Unpacked archives and caches of the tests go to a temporary folder, never to the repo's data/."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HW_DATA_DIR", str(tmp_path_factory.mktemp("data")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def _english_lines(monkeypatch):
+    """The library prints English unless a notebook's set-up asks for Russian (HW_LANG): tests read English."""
+    monkeypatch.delenv(common.LANG_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")

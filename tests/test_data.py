@@ -224,7 +224,7 @@ def test_auto_profile_without_data_runs_demo(tmp_path, monkeypatch, capsys):
     assert common.resolve_profile("auto") == "demo"
     assert "running the 'demo' profile" in capsys.readouterr().out
     with pytest.raises(common.DataError, match="needs the real data"):
-        common.load_datasets("moon", "cpu")
+        common.recipe("cpu").datasets("moon")
 
 
 def test_broken_frames_are_found_and_kept_out_of_training_only(tmp_path):
@@ -235,10 +235,10 @@ def test_broken_frames_are_found_and_kept_out_of_training_only(tmp_path):
     assert [ds.ids[i] for i in torch.nonzero(ds.broken).flatten().tolist()] == [3, 12, 20, 33]
     kept = ds.subset(torch.nonzero(~ds.broken).flatten())
     assert len(kept) == 36 and not kept.broken.any()
-    train, val, test, info = common.load_datasets("moon", "demo", out_dir=tmp_path, progress=False)
+    train, val, test, info = common.recipe("demo").datasets("moon", out_dir=tmp_path, progress=False)
     assert (len(val), len(test)) == (6, 8) and info["n_frames"] == 40
     assert len(train) == 26 - info["n_broken_train"] and not train.broken.any()
     assert int(val.broken.sum()) + int(test.broken.sum()) + info["n_broken_train"] == info["n_broken"] == 3
     assert not (set(train.ids) & set(val.ids) or set(train.ids) & set(test.ids) or set(val.ids) & set(test.ids))
-    again = common.load_datasets("moon", "demo", out_dir=tmp_path, progress=False)
+    again = common.recipe("demo").datasets("moon", out_dir=tmp_path, progress=False)
     assert again[2].ids == test.ids                                          # fixed seed: the same test split

@@ -63,7 +63,7 @@ def test_freeze_keeps_encoder_and_bn_statistics_fixed():
 
 def test_build_model_from_config():
     cls = common.Classifier(7)
-    for m in (cls, common.unet(), common.backbone_unet(cls.config), common.backbone_unet(cls.config, branch=(8, 12))):
+    for m in (cls, common.unet(), common.backbone_unet(cls.config), common.backbone_unet(cls.config, branch=(8,))):
         again = common.build_model(m.config)
         assert common.count_params(again) == common.count_params(m)
         again.load_state_dict(m.state_dict())
@@ -95,48 +95,24 @@ def test_flip_tta_is_part_of_the_model_and_of_its_checkpoint(tmp_path):
     assert loaded.tta and meta["tta"]                           # the model's own setting wins over meta
 
 
-def test_backbone_unet_high_resolution_branch():
-    """The extension, branch=(w1, w2): the plain U-Net's first two levels on the input; the stride-2 one is
-    concatenated with the adapted classifier stem, and it trains while the classifier's stages are frozen."""
+def test_backbone_unet_full_resolution_level():
+    """branch=(w,): the plain U-Net's first level on the input, one more skip at stride 1, so the logits are at
+    128x128; it trains while the classifier's stages are frozen."""
     cls = common.Classifier(10)
-    seg = common.load_backbone(common.backbone_unet(cls.config, branch=(8, 12), decoder=(64, 48, 32, 16, 8)),
-                               cls).eval()
+    seg = common.load_backbone(common.backbone_unet(cls.config, branch=(8,)), cls).eval()
     assert type(seg.encoder) is common.BranchedEncoder
-    assert seg.encoder.strides == [1, 2, 4, 8, 16, 32]
-    assert seg.encoder.out_channels == [8, 32 + 12, 64, 96, 128, 192]
+    assert seg.encoder.strides == [1, 2, 4, 8, 16, 32] and seg.encoder.out_channels == [8, 32, 64, 96, 128, 192]
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         feats = seg.encoder(x)
-        assert [f.shape[1] for f in feats] == seg.encoder.out_channels
         assert [f.shape[-1] for f in feats] == [128, 64, 32, 16, 8, 4]
-        hr = common.UNetEncoder((8, 12)).eval()        # the branch is the plain U-Net's first two levels
+        hr = common.UNetEncoder((8, 12)).eval()        # the level is the plain U-Net's first
         hr.stages[0].load_state_dict(seg.encoder.full.state_dict())
-        hr.stages[1].load_state_dict(seg.encoder.down[0].state_dict())
-        h1, h2 = hr(x)
-        assert torch.allclose(feats[0], h1) and torch.allclose(feats[1][:, 32:], h2)
-        stem = seg.encoder.adapters[0](cls.eval().encoder.stages[0](x))
-        assert torch.allclose(feats[1][:, :32], stem, atol=1e-6)
-    assert seg(x).shape == (2, 1, 128, 128)
+        assert torch.allclose(feats[0], hr(x)[0])
+        assert torch.allclose(feats[1], seg.encoder.adapters[0](cls.eval().encoder.stages[0](x)), atol=1e-6)
+    assert seg(x).shape == (2, 1, 128, 128) and seg.decoder.blocks[-1][0][0].in_channels == 32 + 8
     seg.freeze_encoder()
-    assert all(p.requires_grad for p in [*seg.encoder.full.parameters(), *seg.encoder.down.parameters()])
+    assert all(p.requires_grad for p in seg.encoder.full.parameters())
     assert not any(p.requires_grad for p in seg.encoder.backbone.parameters())
-    with pytest.raises(ValueError, match="5 widths"):
-        common.backbone_unet(cls.config, branch=(8, 12), decoder=(64, 48, 32, 16))     # one level too few
-
-
-def test_load_branch_starts_the_branch_from_the_base_unets_upper_levels():
-    cls = common.Classifier(10)
-    base = common.unet(widths=(8, 12, 16, 24, 32), decoder=(24, 16, 12, 8)).eval()
-    seg = common.load_branch(common.load_backbone(common.backbone_unet(cls.config, branch=(8, 12, 16)), cls),
-                             base).eval()
-    x = torch.randn(2, 3, 128, 128)
-    with torch.no_grad():
-        feats, levels = seg.encoder(x), base.encoder(x)
-        assert torch.equal(feats[0], levels[0])                     # stride 1: the U-Net's first level itself
-        for f, lv in zip(feats[1:3], levels[1:3]):                   # strides 2, 4: the adapted stage, then the level
-            assert torch.equal(f[:, -lv.shape[1]:], lv)
-    assert torch.equal(seg.encoder.backbone.stages[0][0][0].weight, cls.encoder.stages[0][0][0].weight)
-    with pytest.raises(common.CheckpointError, match="do not fit"):
-        common.load_branch(common.backbone_unet(cls.config, branch=(8, 16, 16)), base)
-    with pytest.raises(common.CheckpointError, match="no high-resolution branch"):
-        common.load_branch(common.backbone_unet(cls.config), base)
+    with pytest.raises(ValueError, match="one width"):
+        common.backbone_unet(cls.config, branch=(8, 12))

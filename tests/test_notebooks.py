@@ -3,6 +3,7 @@ weights and figures, and notebook 03 must consume what 01 and 02 exported."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,15 +44,16 @@ def test_demo_run_finishes_and_leaves_committed_notebooks_alone(demo_run):
         assert (out / "report" / (Path(n).stem + ".html")).stat().st_size > 50_000
 
 
-def pdf_text(path):
-    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
-    return " ".join(text.split())
+def pdf_text(path, layout=False):
+    """The PDF's text: words joined by single spaces, or (layout) its lines as printed."""
+    text = subprocess.run(["pdftotext", *(["-layout"] if layout else []), str(path), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    return text if layout else " ".join(text.split())
 
 
 def table_headers(nb_path):
     """The column headers of every table a notebook's outputs show (their HTML form)."""
     import html
-    import re
     nb = nbformat.read(nb_path, as_version=4)
     heads = []
     for c in nb.cells:
@@ -69,6 +71,12 @@ def check_pdf(report, nb_dir, notebooks=NOTEBOOKS):
     for n, text in texts.items():
         assert "Styler at 0x" not in text and "Traceback" not in text, n
         assert "Вывод" in text, n
+        assert "точность вычислений на cpu" in text and "профиль: demo" in text, n      # the set-up's lines, in Russian
+        assert not re.findall(r"(?:/work/|/home/|/tmp/|/root/|/content/)\S*", text), n     # no path of this machine
+        if n != "03_backbone_unet.ipynb":       # the model summary's header, its columns on one printed line
+            lines = pdf_text(report / (Path(n).stem + ".pdf"), layout=True).splitlines()
+            assert any("Layer (type:depth-idx)" in ln and "Param #" in ln for ln in lines), n
+            assert not [ln for ln in lines if re.fullmatch(r"\s*=+\s*", ln) and len(ln.strip()) < 40], n  # no wrap
         assert 'display(Markdown("\\n".join(lines)))' not in text, n     # the conclusion's code is hidden
         flat = text.replace(" ", "")
         missing = [h for h in table_headers(nb_dir / n) if h.replace(" ", "") not in flat]

@@ -61,30 +61,33 @@ def test_precision_objects_autocast_and_scale_as_named():
     assert common.Precision("cpu", "bf16", True, "").evaluation().name == "fp32"
 
 
-def test_estimate_leaves_the_run_it_estimates_untouched(cls_data, small, tmp_path, capsys):
-    """With the estimate, fit ends exactly as without it (weights, optimiser and random generators untouched),
-    prints it, and stores it in best.pt with the precision and the machine."""
+def test_the_estimate_before_training_leaves_the_run_untouched(cls_data, small, tmp_path, capsys):
+    """train_or_reuse estimates the time before it trains, on a copy: the run ends exactly as `fit` alone ends it
+    (history, the chosen weights), and the estimate is printed and stored with the precision and the machine."""
     train, val = cls_data
-    cfg = common.TrainConfig(epochs=2, batch_size=30, lr=3e-3, max_steps_per_epoch=2, min_size=64, full_size_at=0.5)
-    runs = {}
-    for estimate in (False, True):
+    cfg = common.TrainConfig(epochs=2, batch_size=30, lr=3e-3, min_size=64, full_size_at=0.5)
+    task = common.ClassificationTask()
+
+    def make():
         torch.manual_seed(0)
-        model = small.classifier()
-        runs[estimate] = common.fit(model, train, val, cfg, tmp_path / str(estimate), progress=False,
-                                    estimate=estimate), model.state_dict()
-    assert runs[True][0].drop(columns=["epoch_time_s", "images_per_s"]).equals(
-        runs[False][0].drop(columns=["epoch_time_s", "images_per_s"]))
-    assert all(torch.equal(a, b) for a, b in zip(runs[True][1].values(), runs[False][1].values()))
+        return small.classifier()
+    alone = common.fit(make(), train, val, cfg, task, tmp_path / "alone")
+    model, hist, meta = common.train_or_reuse("c", make, train, val, cfg, task, tmp_path, "train")
+    timing = ["epoch_time_s", "images_per_s"]
+    assert hist.drop(columns=timing).equals(alone.drop(columns=timing))
+    best, _ = common.load_checkpoint(tmp_path / "alone" / "best.pt")
+    assert common.state_digest(model.state_dict()) == common.state_digest(best.state_dict())
     assert "estimated training time on this machine" in capsys.readouterr().out
-    _, meta = common.load_checkpoint(tmp_path / "True" / "best.pt")
     assert meta["estimated_train_s"] > 0 and meta["precision"] in common.PRECISIONS and meta["machine"]
 
 
-def test_estimate_times_each_kind_of_step_the_schedule_has(moon_data, small):
-    """Progressive resizing: both ends of the input sizes; a freeze schedule: frozen and trainable encoder."""
+def test_estimate_times_each_input_size_the_schedule_has(moon_data, small):
+    """Progressive resizing: both ends of the input sizes, sides in between interpolated; a frozen encoder is timed
+    frozen, on a copy."""
     train, val = moon_data
+    task = common.SegmentationTask()
     cfg = common.TrainConfig(epochs=4, batch_size=6, min_size=64, full_size_at=0.5)
-    est = common.estimate_fit_time(small.unet(), train, val, cfg)
+    est = common.estimate_fit_time(small.unet(), train, val, cfg, task)
     assert set(est["step_s"]) == {"64 px", "128 px"} and len(est["epoch_s"]) == 4
     # each epoch is its side's step time times the batches (sides in between interpolated by pixel count), plus the
     # same validation time: epochs 1-4 train at 64, 96, 128 and 128 px
@@ -94,9 +97,9 @@ def test_estimate_times_each_kind_of_step_the_schedule_has(moon_data, small):
     assert e[3] - e[0] == pytest.approx(n * (s128 - s64)) and e[1] - e[0] == pytest.approx(n * w * (s128 - s64))
     assert est["total_s"] == pytest.approx(sum(e))
     model = small.backbone(small.classifier())
-    cfg = common.TrainConfig(epochs=3, batch_size=6, freeze_encoder_epochs=1)
-    est = common.estimate_fit_time(model, train, val, cfg, first_epoch=0)
-    assert set(est["step_s"]) == {"128 px", "128 px, frozen"}
+    est = common.estimate_fit_time(model, train, val, common.TrainConfig(epochs=3, batch_size=6, freeze_encoder=True),
+                                   task, first_epoch=1)
+    assert set(est["step_s"]) == {"128 px, frozen"} and len(est["epoch_s"]) == 2
     assert not model.encoder_frozen and all(p.requires_grad for p in model.parameters())   # the model itself
 
 

@@ -3,8 +3,10 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 
 def test_readme_tables_are_rendered_from_the_files_written_by_code():
@@ -26,3 +28,51 @@ def test_committed_notebooks_hold_no_absolute_path_of_the_machine_that_ran_them(
     for nb in sorted(ROOT.glob("*.ipynb")):
         found = re.findall(r"(?:/work/|/home/|/tmp/|/root/|/content/)[^\s\"']*", nb.read_text())
         assert not found, (nb.name, found[:3])
+
+
+def test_requirements_are_the_library_with_its_notebooks_and_dev_extras():
+    """requirements.txt (what a student and CI install) is pyproject.toml's dependencies plus the extras `notebooks`
+    and `dev`; `bench` (kornia) stays out."""
+    tomllib = pytest.importorskip("tomllib")
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = proj["optional-dependencies"]
+    reqs = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert sorted(r for r in reqs if r) == sorted(proj["dependencies"] + extras["notebooks"] + extras["dev"])
+    assert not set(extras["bench"]) & set(reqs)
+
+
+def test_notebook_cells_read_like_the_report():
+    """Figures are calls to named functions in hw/plots.py: code cells stay short (median at most 8 lines, none over
+    15)."""
+    import statistics
+    import nbformat
+    for nb in sorted(ROOT.glob("*.ipynb")):
+        sizes = [len(c.source.splitlines()) for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
+        assert statistics.median(sizes) <= 8 and max(sizes) <= 15, (nb.name, sorted(sizes)[-3:])
+
+
+def test_scripts_use_only_the_public_names_of_the_package():
+    """experiments/, benchmarks/, tools/ and run_all.py import `common` and its public names, never a private one."""
+    private = re.compile(r"(?:\bfrom\s+(?:hw|common)[\w.]*\s+import\s+[^\n]*\b_\w+|\b(?:common|hw(?:\.\w+)?)\._\w+)")
+    for f in [ROOT / "run_all.py", *sorted((ROOT / "experiments").glob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py")),
+              *sorted((ROOT / "tools").glob("*.py"))]:
+        assert not private.findall(f.read_text()), (f.name, private.findall(f.read_text()))
+
+
+def test_committed_pdf_report_reads_like_a_russian_report():
+    """What a grader reads: report/*.pdf print the set-up's lines in Russian, no path of the machine that ran them,
+    and the model summaries with their columns on one line."""
+    import shutil
+    import subprocess
+    if not shutil.which("pdftotext"):
+        pytest.skip("no pdftotext on this machine")
+    for name in ("01_classifier", "02_unet", "03_backbone_unet"):
+        pdf = ROOT / "report" / f"{name}.pdf"
+        text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+        assert "точность вычислений на cpu" in text and "беру готовые веса" in text, name
+        assert "precision on" not in text and "reusing" not in text, name
+        assert not re.findall(r"(?:/work/|/home/|/tmp/|/root/|/content/)\S*", text), name
+        if name != "03_backbone_unet":
+            lines = text.splitlines()
+            assert any("Layer (type:depth-idx)" in ln and "Param #" in ln for ln in lines), name
+            assert not [ln for ln in lines if re.fullmatch(r"\s*=+\s*", ln) and len(ln.strip()) < 40], name  # no wrap

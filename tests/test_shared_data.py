@@ -34,7 +34,7 @@ def test_real_moon_zip():
 def test_real_moon_splits_keep_every_frame_that_served_a_choice_out_of_test():
     """On the 800 real frames: test (160) shares no frame with the selection list (the old search's val, the
     protocol's val); train (with its broken frames), val and test are disjoint and cover every frame."""
-    train, val, test, info = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
+    train, val, test, info = common.recipe("cpu").datasets("moon", SHARED, progress=False)
     selection = {i for ids in common.moon_selection().values() for i in ids}
     assert info["n_selection"] == len(selection) == 280 and not set(test.ids) & selection
     full = common.read_moon(SHARED / "MOON_SEGMENTATION_BINARY-800.zip", progress=False)
@@ -56,16 +56,16 @@ def test_committed_segmentation_weights_are_reused_and_their_metrics_reproduced_
     (with or without native bf16) gives the committed numbers within 0.003 IoU (the CPUs' fp32 kernels differ;
     the README's reproduction sentence gives the differences measured)."""
     weights, r = common.ROOT / "weights", common.recipe("cpu")
-    train, val, test, info = common.load_datasets("moon", "cpu", data_dir=SHARED, progress=False)
+    train, val, test, info = common.recipe("cpu").datasets("moon", SHARED, progress=False)
     assert (len(val), len(test)) == (120, 160) and 750 in info["broken_ids"] and not train.broken.any()
     for name, cfg, deps in (("unet", r.unet, []), ("backbone_unet_finetuned", r.finetuned,
                                                    [weights / "backbone_unet_frozen.pt"])):
         committed = json.loads((weights / f"{name}_metrics.json").read_text())
         model, meta = common.load_checkpoint(weights / f"{name}.pt")
         fit_set = common.fit_data(train, val, r.fit_on_val)
-        assert meta["run_key"] == common.run_key(cfg, model, fit_set, val, deps), name
+        assert meta["run_key"] == common.run_key(cfg, r.segmentation, model, fit_set, val, deps), name
         assert len(fit_set) == len(train) + len(val) - int(val.broken.sum()) and not fit_set.broken.any()
-        assert committed["threshold"] == cfg.threshold == meta["threshold"] and meta["fit_on"] == "train+val"
-        t = common.segmentation_results(model, test, cfg.threshold)["metrics"]
+        assert committed["threshold"] == r.segmentation.threshold == meta["threshold"] and meta["fit_on"] == "train+val"
+        t = common.segmentation_results(model, test, r.segmentation.threshold)["metrics"]
         assert abs(t["iou"] - committed["test"]["iou"]) <= 0.003, name
         assert abs(t["dice"] - committed["test"]["dice"]) <= 0.003, name

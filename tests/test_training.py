@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -5,15 +6,17 @@ import pytest
 import torch
 
 import common
-from hw.training import make_optimizer
+
+CLS, SEG = common.ClassificationTask(), common.SegmentationTask()
 
 
 def test_classifier_fit_learns(cls_data, small, tmp_path):
     train, val = cls_data
     cfg = common.TrainConfig(epochs=6, batch_size=30, lr=4e-3)
-    hist = common.fit(small.classifier(), train, val, cfg, tmp_path, progress=False)
+    hist = common.fit(small.classifier(), train, val, cfg, CLS, tmp_path)
     assert list(hist["epoch"]) == [1, 2, 3, 4, 5, 6]
     assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert hist["train_top1"].iloc[-1] > hist["train_top1"].iloc[0]     # scored on the augmented training batches
     assert hist["val_top1"].max() > 0.5                      # chance is 1/6
     assert (tmp_path / "history.csv").exists() and (tmp_path / "best.pt").exists()
     _, meta = common.load_checkpoint(tmp_path / "best.pt")
@@ -23,8 +26,8 @@ def test_classifier_fit_learns(cls_data, small, tmp_path):
 def test_unet_fit_learns(moon_data, small, tmp_path):
     train, val = moon_data
     cfg = common.TrainConfig(epochs=5, batch_size=6, lr=5e-3, augment=common.AugmentConfig(scale=(0.6, 1)))
-    hist = common.fit(small.unet(), train, val, cfg, tmp_path, progress=False)
-    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    hist = common.fit(small.unet(), train, val, cfg, SEG, tmp_path)
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0] and {"train_iou", "val_iou"} <= set(hist)
     assert hist["val_iou"].max() > float(val.masks.float().mean())      # better than calling everything rock
 
 
@@ -35,9 +38,9 @@ class Interrupt(Exception):
 def test_resume_after_interruption_repeats_the_uninterrupted_run(cls_data, small, tmp_path):
     """In-process; tests/test_robustness.py kills a training process in the middle of a checkpoint write."""
     train, val = cls_data
-    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=3e-3, max_steps_per_epoch=3)
+    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=3e-3)
     torch.manual_seed(0)
-    full = common.fit(small.classifier(), train, val, cfg, tmp_path / "a", progress=False)
+    full = common.fit(small.classifier(), train, val, cfg, CLS, tmp_path / "a")
 
     def stop_after_two(hist):
         if len(hist) == 2:
@@ -45,39 +48,36 @@ def test_resume_after_interruption_repeats_the_uninterrupted_run(cls_data, small
 
     torch.manual_seed(0)
     with pytest.raises(Interrupt):
-        common.fit(small.classifier(), train, val, cfg, tmp_path / "b", progress=False, callback=stop_after_two)
+        common.fit(small.classifier(), train, val, cfg, CLS, tmp_path / "b", callback=stop_after_two)
     torch.manual_seed(123)                       # a fresh model with other initial weights: must not matter
-    resumed = common.fit(small.classifier(), train, val, cfg, tmp_path / "b", progress=False)
-    cols = ["epoch", "train_loss", "val_loss", "val_top1", "val_top5"]
+    resumed = common.fit(small.classifier(), train, val, cfg, CLS, tmp_path / "b")
+    cols = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
     assert np.allclose(full[cols].to_numpy(), resumed[cols].to_numpy(), rtol=0, atol=1e-6)
 
 
+def test_another_task_is_another_run(cls_data, small, tmp_path, capsys):
+    common.fit(small.classifier(), *cls_data, common.TrainConfig(epochs=1, batch_size=30), CLS, tmp_path)
+    capsys.readouterr()
+    common.fit(small.classifier(), *cls_data, common.TrainConfig(epochs=1, batch_size=30),
+               common.ClassificationTask(label_smoothing=0.1), tmp_path)
+    assert "belongs to another run" in capsys.readouterr().out
+
+
 def test_nan_loss_stops_with_a_hint(cls_data, small, tmp_path):
-    cfg = common.TrainConfig(epochs=2, batch_size=30, lr=1e30, max_steps_per_epoch=4)
+    cfg = common.TrainConfig(epochs=2, batch_size=30, lr=1e30)
     with pytest.raises(common.TrainingError, match="epoch 1.*Lower the learning rate"):
-        common.fit(small.classifier(), *cls_data, cfg, tmp_path, progress=False)
+        common.fit(small.classifier(), *cls_data, cfg, CLS, tmp_path)
     assert not (tmp_path / "last.pt").exists()
 
 
-def test_variant_b_unfreezes_after_the_frozen_epochs(moon_data, small, tmp_path):
+@pytest.mark.parametrize("frozen", [True, False])
+def test_variant_a_keeps_the_classifiers_stages_and_b_fine_tunes_them(moon_data, small, tmp_path, frozen):
     seg = small.backbone(small.classifier())
     start = {k: v.clone() for k, v in seg.encoder.backbone.state_dict().items()}
-    snapshots = []
-    cfg = common.TrainConfig(epochs=2, batch_size=6, lr=3e-3, freeze_encoder_epochs=1, encoder_lr_mult=0.3)
-    common.fit(seg, *moon_data, cfg, tmp_path, progress=False,
-               callback=lambda h: snapshots.append({k: v.clone() for k, v in seg.encoder.backbone.state_dict().items()}))
-    assert all(torch.equal(snapshots[0][k], start[k]) for k in start)        # epoch 1: frozen, BN statistics too
-    assert any(not torch.equal(snapshots[1][k], start[k]) for k in start)    # epoch 2: fine-tuned
-
-
-def test_encoder_learns_at_its_own_rate(small):
-    seg = small.backbone(small.classifier())
-    opt, _ = make_optimizer(seg, common.TrainConfig(lr=1e-3, encoder_lr_mult=0.1), 10)
-    enc = {id(p) for p in seg.encoder_parameters()}
-    for g in opt.param_groups:
-        assert all((id(p) in enc) == (g["part"] == "enc") for p in g["params"])
-        assert g["max_lr"] == pytest.approx(1e-4 if g["part"] == "enc" else 1e-3)
-        assert g["weight_decay"] == (0.0 if g["params"][0].dim() == 1 else 5e-4)
+    common.fit(seg, *moon_data, common.TrainConfig(epochs=1, batch_size=6, lr=3e-3, freeze_encoder=frozen), SEG,
+               tmp_path)
+    end = seg.encoder.backbone.state_dict()
+    assert all(torch.equal(end[k].cpu(), start[k]) for k in start) == frozen    # BN statistics included
 
 
 def test_progressive_resizing_schedule_and_fit(cls_data, small, tmp_path):
@@ -87,7 +87,7 @@ def test_progressive_resizing_schedule_and_fit(cls_data, small, tmp_path):
     assert all(s % 16 == 0 for s in sizes)
     assert [common.TrainConfig(epochs=5).input_size(e) for e in range(5)] == [128] * 5
     cfg = common.TrainConfig(epochs=3, batch_size=30, lr=4e-3, min_size=64, full_size_at=0.6)
-    hist = common.fit(small.classifier(), *cls_data, cfg, tmp_path, progress=False)
+    hist = common.fit(small.classifier(), *cls_data, cfg, CLS, tmp_path)
     assert list(hist["input_size"]) == [64, 96, 128]
 
 
@@ -95,10 +95,14 @@ def test_train_or_reuse_retrains_when_a_checkpoint_it_starts_from_changes(moon_d
     cls = small.classifier()
     dep = tmp_path / "classifier.pt"
     common.save_checkpoint(dep, cls, "classification")
-    cfg = common.TrainConfig(epochs=1, batch_size=6, max_steps_per_epoch=1, freeze_encoder_epochs=-1)
-    run = lambda: common.train_or_reuse("bb", lambda: small.backbone(cls), *moon_data, cfg, tmp_path,  # noqa: E731
-                                        progress=False, depends_on=[dep])
-    _, _, meta = run()
+    cfg = common.TrainConfig(epochs=1, batch_size=6, freeze_encoder=True)
+
+    def run():
+        model, _, meta = common.train_or_reuse("bb", lambda: small.backbone(cls), *moon_data, cfg, SEG, tmp_path,
+                                               depends_on=[dep])
+        common.export_final("bb", model, meta, {}, tmp_path)
+        return meta
+    meta = run()
     assert meta["trainable_params"] == common.count_params(small.backbone(cls)) - sum(
         p.numel() for p in cls.encoder.parameters())                  # variant A trains adapters and decoder only
     capsys.readouterr()
@@ -111,22 +115,30 @@ def test_train_or_reuse_retrains_when_a_checkpoint_it_starts_from_changes(moon_d
         cls.encoder.stages[0][0][0].weight.add_(1.0)        # the classifier is retrained ...
     common.save_checkpoint(dep, cls, "classification")
     run()
-    assert "training anew" in capsys.readouterr().out   # ... so the backbone U-Net on top of it is too
+    out = capsys.readouterr().out
+    assert "training anew" in out and "epoch 1/1" in out    # ... so the backbone U-Net on top of it is, from epoch 1
 
 
-def test_train_true_retrains_a_finished_run_and_auto_exports_it(moon_data, small, tmp_path, capsys):
-    cfg = common.TrainConfig(epochs=1, batch_size=6, max_steps_per_epoch=1)
-    run = lambda mode: common.train_or_reuse("u", small.unet, *moon_data, cfg, tmp_path, mode,  # noqa: E731
-                                             progress=False)
-    run(True)
+def test_train_retrains_a_finished_run_and_auto_exports_it(moon_data, small, tmp_path, capsys):
+    cfg = common.TrainConfig(epochs=1, batch_size=6)
+
+    def run(mode):
+        model, _, meta = common.train_or_reuse("u", small.unet, *moon_data, cfg, SEG, tmp_path, mode)
+        return common.export_final("u", model, meta, {}, tmp_path)
+    run("train")
     first = (tmp_path / "runs" / "u" / "last.pt").stat().st_mtime_ns
     capsys.readouterr()
-    run(True)                                            # a finished run is not "resumed" with nothing to do
+    run("train")                                         # a finished run is not "resumed" with nothing to do
     assert "training anew" in capsys.readouterr().out
     assert (tmp_path / "runs" / "u" / "last.pt").stat().st_mtime_ns != first
     (tmp_path / "weights" / "u.pt").unlink()             # e.g. interrupted between the last epoch and the export
     run("auto")
-    assert "reusing the finished run" in capsys.readouterr().out and (tmp_path / "weights" / "u.pt").exists()
+    out = capsys.readouterr().out
+    assert "1 of 1 epochs were done" in out and "epoch 1/1" not in out and (tmp_path / "weights" / "u.pt").exists()
+    with pytest.raises(common.CheckpointError, match="no weights"):
+        common.train_or_reuse("v", small.unet, *moon_data, cfg, SEG, tmp_path, "reuse")
+    with pytest.raises(ValueError, match="mode must be"):
+        run(True)
 
 
 def test_a_final_fit_on_train_and_val_keeps_its_last_epoch(moon_data, small, tmp_path):
@@ -139,22 +151,28 @@ def test_a_final_fit_on_train_and_val_keeps_its_last_epoch(moon_data, small, tmp
     fit_set = common.fit_data(train, val, True)
     assert len(fit_set) == len(train) + len(val) - 1 and not fit_set.broken.any()
     assert common.fit_data(train, val, False) is train
-    cfg = common.TrainConfig(epochs=3, batch_size=6, max_steps_per_epoch=1, lr=1.0)   # a rate that makes epochs erratic
-    _, history, meta = common.train_or_reuse("u", small.unet, train, val, cfg, tmp_path, True, progress=False,
-                                             fit_on_val=True)
+    cfg = common.TrainConfig(epochs=3, batch_size=6, lr=1.0)   # a rate that makes epochs erratic
+    model, history, meta = common.train_or_reuse("u", small.unet, train, val, cfg, SEG, tmp_path, "train",
+                                                 fit_on_val=True)
     assert meta["epoch"] == 3 and meta["fit_on"] == "train+val" and len(history) == 3
-    assert meta["run_key"] == common.run_key(cfg, small.unet(), fit_set, val)
+    assert meta["run_key"] == common.run_key(cfg, SEG, small.unet(), fit_set, val)
+    last = torch.load(tmp_path / "runs" / "u" / "last.pt", weights_only=False)["model"]
+    assert common.state_digest(model.state_dict()) == common.state_digest(last)      # the last epoch's weights
     assert int(history["val_iou"].idxmax()) + 1 != 3       # the best epoch on val was another: the last one is kept
 
 
 def test_committed_weights_were_trained_with_the_cpu_recipes():
-    """A fresh clone reuses the committed weights only if their run key is what the cpu profile's recipe and
+    """A fresh clone reuses the committed weights only if their run key is what the cpu profile's recipe, task and
     architecture give today (the data part is checked where the data is: tests/test_shared_data.py)."""
     r = common.recipe("cpu")
-    for name, cfg in (("classifier", r.classifier), ("unet", r.unet), ("backbone_unet_frozen", r.frozen),
-                      ("backbone_unet_finetuned", r.finetuned)):
+    for name, cfg, task in (("classifier", r.classifier, r.classification), ("unet", r.unet, r.segmentation),
+                            ("backbone_unet_frozen", r.frozen, r.segmentation),
+                            ("backbone_unet_finetuned", r.finetuned, r.segmentation),
+                            ("backbone_unet_fullres_frozen", r.frozen, r.segmentation),
+                            ("backbone_unet_fullres", r.finetuned, r.segmentation)):
         model, meta = common.load_checkpoint(common.ROOT / "weights" / f"{name}.pt")
-        assert meta["run_key"]["train"] == json.loads(json.dumps(cfg.key())), name
+        assert meta["run_key"]["train"] == json.loads(json.dumps(dataclasses.asdict(cfg))), name
+        assert meta["run_key"]["task"] == task.params(), name
         assert meta["run_key"]["model"] == model.config == json.loads(json.dumps(model.config)), name
 
 
@@ -163,4 +181,17 @@ def test_recipes_apply_the_notebooks_overrides_to_every_model():
     assert r.classes == 7
     assert {(c.seed, c.epochs, c.batch_size) for c in r.configs().values()} == {(3, 2, 8)}
     assert common.recipe("cpu").unet.epochs == common.PROFILES["cpu"].unet.epochs != 2     # the profile is untouched
-    assert r.frozen.freeze_encoder_epochs == -1 and r.finetuned.freeze_encoder_epochs == 0
+    assert r.frozen.freeze_encoder and not r.finetuned.freeze_encoder
+    assert r.classification.label_smoothing == 0.1 and r.segmentation == common.SegmentationTask(1.0, 1.0, 0.5)
+
+
+def test_a_notebook_prints_russian_lines(moon_data, small, tmp_path, capsys, monkeypatch):
+    """The set-up cell sets HW_LANG=ru: what train_or_reuse prints in a notebook is Russian."""
+    monkeypatch.setenv(common.LANG_ENV, "ru")
+    cfg = common.TrainConfig(epochs=1, batch_size=6)
+    for _ in range(2):
+        model, _, meta = common.train_or_reuse("u", small.unet, *moon_data, cfg, SEG, tmp_path)
+        common.export_final("u", model, meta, {}, tmp_path)
+    out = capsys.readouterr().out
+    assert "оценка времени обучения на этой машине" in out and "эпоха 1/1" in out and "беру готовые веса" in out
+    assert "reusing" not in out and "estimated" not in out

@@ -33,6 +33,6 @@ common.seed_everything(0)
 model = common.Classifier(4, widths=(8, 16, 16, 32, 32), blocks=(1, 1, 1, 1, 1))
 cfg = common.TrainConfig(epochs=5, batch_size=15, lr=3e-3, seed=0)
 with mock.patch("torch.save", slow_save if os.environ.get("SLOW_CHECKPOINT") else save):
-    common.fit(model, ds.subset(tr), ds.subset(va), cfg, out, progress=True,
+    common.fit(model, ds.subset(tr), ds.subset(va), cfg, common.ClassificationTask(), out,
                callback=lambda h: print(f"finished epoch {len(h)}", flush=True))
 print("done", flush=True)
