@@ -146,8 +146,10 @@ def interval(ci, fmt="{:.3f}"):
 
 
 def latex_table(df):
-    """A DataFrame as a LaTeX table (special characters escaped), shrunk to the page width when wider."""
-    body = df.to_latex(escape=True)
+    """A DataFrame as a LaTeX table (special characters escaped, floats with pandas' display precision, as in HTML),
+    shrunk to the page width when wider."""
+    import pandas as pd
+    body = df.to_latex(escape=True, float_format=f"%.{pd.get_option('display.precision')}f")
     return "\\begin{center}\\adjustbox{max width=\\linewidth}{%\n" + body + "}\\end{center}\n"
 
 
