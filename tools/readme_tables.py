@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The best known submission of this task, as quoted in the project's issue (not our measurement).
-BEST_KNOWN = {"classifier": "top-1 62 % on 10 classes", "unet": "IoU 0.45, Dice 0.62, pixel acc. 0.92",
-              "backbone_unet_finetuned": "IoU 0.41 (backbone below base)", "backbone_unet_frozen": "not reported",
-              "backbone_unet_fullres": "not reported"}
+BEST_KNOWN = {"classifier": "top-1 62 % на 10 классах", "unet": "IoU 0.45, Dice 0.62, pixel acc. 0.92",
+              "backbone_unet_finetuned": "IoU 0.41 (бэкбон ниже базового U-Net)", "backbone_unet_frozen": "не приводится",
+              "backbone_unet_fullres": "не приводится"}
 
 
 VERDICT_RU = {"better": "лучше", "worse": "хуже", "undecided": "не различимы"}
