@@ -33,7 +33,7 @@ from hw.checkpoints import (
     CHECKPOINT_FORMAT, save_checkpoint, load_checkpoint, preprocess, weights_digest, state_digest)  # noqa: F401
 from hw.recipes import Recipe, PROFILES, recipe, resolve_profile  # noqa: F401
 from hw.pipeline import (
-    Setup, setup, TRAIN_INSTEAD, train_or_reuse, fit_data, export_final, export_segmentation)  # noqa: F401
+    Setup, setup, train_or_reuse, fit_data, export_final, export_segmentation)  # noqa: F401
 from hw.plots import (
     to_hwc, plot_history, plot_curves, plot_bars, plot_hist, plot_confusion, plot_top5, formatted, signed, interval,
     report_formats, save_figure, show_images, overlay_errors, show_segmentation, LivePlot, caption, browse)  # noqa: F401
