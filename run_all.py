@@ -103,9 +103,9 @@ def export_report(executed, report_dir, pdf="auto"):
 
 
 def _finish(path):
-    """Make an executed notebook safe to keep. papermill's injected parameters (an absolute output_dir, train=True, ...) become a comment
-    that records what this run used (paths relative), so a user's Run All of the kept notebook starts from its
-    own defaults.
+    """Make an executed notebook safe to keep. papermill's injected parameters (an absolute output_dir, ...) become a
+    comment that records what this run used (paths relative), so a user's Run All of the kept notebook starts from
+    its own defaults.
     Saved widget state is dropped: a headless run builds no widgets (`common.browse`), so any is stale."""
     import nbformat
     import common

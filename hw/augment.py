@@ -102,10 +102,10 @@ def model_input(x, size=INPUT_SIZE):
 
 
 def prepare_batch(x, y, device, prec, aug=None, gen=None):
-    """A uint8 batch and its targets (labels (N,), or masks (N,1,H,W)) -> the normalised float input on `device` in
-    the precision's memory layout, and the targets: augmented by `aug` (training) or in validation geometry."""
-    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    if y.dim() == 4:                       # masks move with their images
+    """A uint8 batch and its targets (labels (N,), masks (N,1,H,W), or None) -> the normalised float input on `device`
+    in the precision's memory layout, and the targets: augmented by `aug` (training) or in validation geometry."""
+    x, y = x.to(device, non_blocking=True), y if y is None else y.to(device, non_blocking=True)
+    if y is not None and y.dim() == 4:     # masks move with their images
         x, y = aug(x, y, gen) if aug else (model_input(x), y.float())
     else:
         x = aug(x, gen=gen) if aug else model_input(x)

@@ -409,24 +409,25 @@ def load_datasets(kind, synthetic=None, data_dir=None, out_dir=ROOT, seed=0, pro
     under out_dir/data). tiny: a stratified 90/10 split of the train images; test = the official val images of the
     classes (None where the archive has none). moon: `moon_splits` (test only from frames that served no choice,
     hw/moon_selection.json); broken frames (`MaskSet.broken`) leave train only; info counts them."""
-    syn = synthetic
-    if syn:
+    if synthetic:
         base = Path(out_dir) / "data" / "synthetic"
         if kind == "tiny":
             root = base / "tiny-imagenet-200"
             if not (root / "val" / "val_annotations.txt").exists():
-                make_synthetic_tiny_imagenet(root, syn["n_classes"], syn["n_train"], syn["n_val"], seed)
+                make_synthetic_tiny_imagenet(root, synthetic["n_classes"], synthetic["n_train"], synthetic["n_val"],
+                                             seed)
         else:
             root = base / "MOON_SEGMENTATION_BINARY"
-            if not (root / "images" / "ground" / f"ground{syn['n_moon']:04d}.png").exists():
-                make_synthetic_moon(root, syn["n_moon"], syn["moon_size"], seed, broken=syn["broken"])
+            if not (root / "images" / "ground" / f"ground{synthetic['n_moon']:04d}.png").exists():
+                make_synthetic_moon(root, synthetic["n_moon"], synthetic["moon_size"], seed,
+                                    broken=synthetic["broken"])
     else:
         root = find_dataset(kind, data_dir)
         if root is None:
             where = "Tiny ImageNet-200 (" + TINY_URL + ")" if kind == "tiny" else MOON_HINT
             raise DataError(f"this profile needs the real data: put {where} into "
                             f"{data_dir or data_root()} or ../shared/data, or run the 'demo' profile.")
-    info = {"root": shown_path(root), "synthetic": bool(syn)}
+    info = {"root": shown_path(root), "synthetic": bool(synthetic)}
     if kind == "tiny":
         full = read_tiny_imagenet(root, classes=classes, progress=progress)
         tr, va = stratified_split(full.labels.numpy(), 0.1, seed)
@@ -435,7 +436,7 @@ def load_datasets(kind, synthetic=None, data_dir=None, out_dir=ROOT, seed=0, pro
         return full.subset(tr), full.subset(va), test, info
     full = read_moon(root, progress=progress)
     # the frames that served a choice so far (hw/moon_selection.json) are never test; synthetic frames served none
-    selection = [] if syn else sorted({i for ids in moon_selection().values() for i in ids})
+    selection = [] if synthetic else sorted({i for ids in moon_selection().values() for i in ids})
     tr, va, te = moon_splits(full.coverage, full.ids, MOON_TEST, MOON_VAL, selection, seed)
     broken = full.broken.numpy()                 # decided once, on all frames
     train = tr[~broken[tr]]

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .augment import model_input, normalize, prepare_batch
+from .augment import prepare_batch
 from .metrics import bootstrap_iou, best_threshold, confusion_counts, per_image_iou, seg_metrics, topk_correct
-from .precision import compute_precision, evaluation_precision
+from .precision import evaluation_precision
 
 
 def dice_loss(logits, target, eps=1.0):
@@ -85,14 +85,14 @@ def predict(model, images, batch_size=256, device=None, tta=None, precision=None
     own setting (`model.tta`), True/False overrides it for this call. In fp32 unless `precision` says otherwise, so
     reported metrics are the same on every machine."""
     device = device or next(model.parameters()).device
-    prec = compute_precision(device, precision, verbose=False) if precision else evaluation_precision(device)
+    prec = evaluation_precision(device, precision)
     model.eval()
     fn = model if tta is None else lambda x: model.infer(x, tta)      # noqa: E731
     outs = []
     for i in range(0, len(images), batch_size):
-        x = normalize(model_input(images[i:i + batch_size].to(device)))
+        x, _ = prepare_batch(images[i:i + batch_size], None, device, prec)
         with prec.autocast():
-            outs.append(fn(x.contiguous(memory_format=prec.memory_format)).float().cpu())
+            outs.append(fn(x).float().cpu())
     return torch.cat(outs)
 
 
@@ -101,7 +101,7 @@ def evaluate(model, data, task, batch_size=256, device=None, precision=None):
     """Loss and the task's metrics on a whole split; in fp32 unless `precision` says otherwise (`fit` validates
     each epoch in its training precision: those numbers only pick the best epoch)."""
     device = device or next(model.parameters()).device
-    prec = compute_precision(device, precision, verbose=False) if precision else evaluation_precision(device)
+    prec = evaluation_precision(device, precision)
     model.eval()
     task.start()
     total = 0.0

@@ -30,8 +30,8 @@ def _done(fig, path):
 
 
 def plot_history(history, metrics, title="", path=None, marks=None):
-    """Curves per epoch from a history DataFrame: for each metric m, train_m (on the augmented training batches, in
-    training precision) and val_m. marks: {x: label} draws a dotted vertical line with its label at each x (e.g.
+    """Curves per epoch from a history DataFrame: for each metric m, train_m (on the training batches as the model
+    saw them, augmented where the recipe augments, in training precision) and val_m. marks: {x: label} draws a dotted vertical line with its label at each x (e.g.
     where the input size steps up)."""
     fig, axes = _figure(1, len(metrics), (4.2 * len(metrics), 3.2))
     for ax, m in zip(axes[0], metrics):
@@ -171,6 +171,13 @@ def save_figure(fig, path):
     return atomic_write(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight", format=path.suffix[1:]))
 
 
+def _show(ax, p, title, fontsize):
+    """One panel: an RGB picture, or a 2-D map (probabilities, a mask) in grey on 0..1."""
+    ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1 if p.ndim == 2 else None)
+    ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
+
+
 def show_images(images, titles=None, ncols=8, path=None, size=1.6):
     """A grid of images: uint8 (N,3,H,W) tensors, masks (N,1,H,W) or (H,W[,3]) arrays, with titles."""
     n = len(images)
@@ -179,10 +186,8 @@ def show_images(images, titles=None, ncols=8, path=None, size=1.6):
         ax.axis("off")
         if i < n:
             im = images[i]
-            im = im[0] if torch.is_tensor(im) and im.dim() == 3 and im.shape[0] == 1 else to_hwc(im)
-            ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=1 if im.ndim == 2 else None)
-            if titles:
-                ax.set_title(titles[i], fontsize=8)
+            _show(ax, im[0] if torch.is_tensor(im) and im.dim() == 3 and im.shape[0] == 1 else to_hwc(im),
+                  titles[i] if titles else "", 8)
     return _done(fig, path)
 
 
@@ -193,9 +198,6 @@ def overlay_errors(image, pred, target):
     for mask, colour in ((p & t, (0, 1, 0)), (p & ~t, (1, 0, 0)), (~p & t, (0, 0.4, 1))):
         img[mask] = img[mask] * 0.4 + np.array(colour) * 0.6
     return np.clip(img, 0, 1)
-
-
-ERRORS = ("green: right, red: extra, blue: missed", "зелёный — верно, красный — лишнее, синий — пропущено")
 
 
 def show_segmentation(data, rows, models, path=None, probability=True):
@@ -209,10 +211,9 @@ def show_segmentation(data, rows, models, path=None, probability=True):
         panels += [overlay_errors(data.images[i], r["probs"][i] > r["threshold"], data.masks[i]) for _, r in models]
         heads = cols + [f"{lab}: IoU {r['iou_per_image'][i]:.2f}" for lab, r in models]
         for j, (ax, p, h) in enumerate(zip(ax_row, panels, heads)):
-            ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1 if p.ndim == 2 else None)
-            ax.set_title(h if j else f"{h}: {tr('frame', 'кадр')} {data.ids[i]}", fontsize=10)
-            ax.axis("off")
-    fig.suptitle(tr(*ERRORS), y=1.0)
+            _show(ax, p, h if j else f"{h}: {tr('frame', 'кадр')} {data.ids[i]}", 10)
+    fig.suptitle(tr("green: right, red: extra, blue: missed", "зелёный — верно, красный — лишнее, синий — пропущено"),
+                 y=1.0)
     return _done(fig, path)
 
 

@@ -160,8 +160,11 @@ def _decide(device_type, requested):
         f"процессор сообщает о нативном bf16, но замер дал только {speedup:.1f}x от скорости fp32 (< {BF16_MIN_SPEEDUP}x)"))
 
 
-def evaluation_precision(device):
-    """fp32 in the memory layout that is faster on `device` (predictions and reported metrics)."""
+def evaluation_precision(device, precision=None):
+    """fp32 in the memory layout that is faster on `device` (predictions and reported metrics), unless `precision`
+    asks otherwise (`fit` validates each epoch in its training precision)."""
+    if precision:
+        return compute_precision(device, precision, verbose=False)
     return compute_precision(device, "fp32", verbose=False).evaluation()
 
 
