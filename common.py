@@ -28,9 +28,9 @@ from hw.evaluation import (
     dice_loss, ClassificationTask, SegmentationTask, predict, evaluate, classification_results,
     segmentation_results, split_scores, held_out_scores)  # noqa: F401
 from hw.training import (
-    TrainConfig, data_signature, run_key, train_step, to_device, fit, estimate_fit_time)  # noqa: F401
+    TrainConfig, run_key, train_step, to_device, fit, estimate_fit_time)  # noqa: F401
 from hw.checkpoints import (
-    CHECKPOINT_FORMAT, save_checkpoint, load_checkpoint, preprocess, weights_digest, state_digest)  # noqa: F401
+    CHECKPOINT_FORMAT, save_checkpoint, load_checkpoint, preprocess, weights_digest)  # noqa: F401
 from hw.recipes import Recipe, PROFILES, recipe, resolve_profile  # noqa: F401
 from hw.pipeline import (
     Setup, setup, train_or_reuse, fit_data, export_final, export_segmentation)  # noqa: F401

@@ -26,9 +26,7 @@ def save_checkpoint(path, model, task, **meta):
             **environment(), **meta}
     if task == "segmentation":
         meta.setdefault("threshold", 0.5)
-        meta.setdefault("source_size", INPUT_SIZE)
-    else:
-        meta.setdefault("source_size", 64)
+    meta.setdefault("source_size", INPUT_SIZE if task == "segmentation" else 64)     # the size the readers store
     meta["tta"] = bool(getattr(model, "tta", False))   # the model's own setting, whatever meta said
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj = {"format": CHECKPOINT_FORMAT, "config": model.config, "state_dict": state,
@@ -73,14 +71,10 @@ def preprocess(pil_image, meta):
     return normalize(model_input(x, meta["input_size"]), meta["mean"], meta["std"])[0]
 
 
-def weights_digest(path):
-    """A short SHA-256 of a checkpoint's weights (its state_dict, not its meta: `export_final` rewrites the meta
-    of a checkpoint whose weights stay the same); identifies the checkpoint another model starts from."""
-    return state_digest(torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
-
-
-def state_digest(state):
-    """`weights_digest` of a state_dict in memory (a loaded model's `state_dict()` gives its checkpoint's)."""
+def weights_digest(source):
+    """A short SHA-256 of the weights (not the meta) of a checkpoint file, or of a state_dict in memory (a loaded
+    model's `state_dict()` gives its checkpoint's): identifies the checkpoint another model starts from."""
+    state = source if isinstance(source, dict) else torch.load(source, map_location="cpu")["state_dict"]
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())

@@ -106,11 +106,6 @@ def moon_folder(root):
     return _locate(root, "images/render", "the moon set (MOON_SEGMENTATION_BINARY)", MOON_HINT)
 
 
-def _cache_path(kind, key):
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return data_root() / "cache" / f"{kind}-{digest}.pt"
-
-
 def _source_key(folder, files):
     """Identify the source by its path and the names/sizes/mtimes of its files."""
     h = hashlib.sha1()
@@ -121,7 +116,9 @@ def _source_key(folder, files):
 
 
 def _cached(kind, key, build):
-    path = _cache_path(kind, key)
+    """build() once per source and settings: the tensors are kept in data/cache/<kind>-<digest of key>.pt."""
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = data_root() / "cache" / f"{kind}-{digest}.pt"
     if path.exists():
         try:
             return torch.load(path, weights_only=True)
@@ -200,77 +197,57 @@ class MaskSet:
 
 def find_dataset(name, data_dir=None):
     """Where the notebooks look: data_dir (if given), data/, then ../shared/data (the course archives)."""
-    cands = {"tiny": ["tiny-imagenet-200", "tiny-imagenet-200.zip", "tiny-imagenet-200-train100",
-                      "tiny-imagenet-200-train100.zip"],
-             "moon": ["MOON_SEGMENTATION_BINARY", "MOON_SEGMENTATION_BINARY.zip",
-                      "MOON_SEGMENTATION_BINARY-800", "MOON_SEGMENTATION_BINARY-800.zip"]}[name]
-    for base in ([Path(data_dir)] if data_dir else []) + [data_root(), shared_data()]:
-        for c in cands:
-            if (base / c).exists():
-                return base / c
-    return None
+    names = {"tiny": ("tiny-imagenet-200", "tiny-imagenet-200-train100"),
+             "moon": ("MOON_SEGMENTATION_BINARY", "MOON_SEGMENTATION_BINARY-800")}[name]
+    bases = ([Path(data_dir)] if data_dir else []) + [data_root(), shared_data()]
+    return next((c for b in bases for n in names for c in (b / n, b / f"{n}.zip") if c.exists()), None)
 
 
 def _tiny_classes(folder, classes):
-    wnids_file = folder / "wnids.txt"
-    wnids = [w.strip() for w in wnids_file.read_text().split() if w.strip()]
-    if classes is None:
-        chosen = wnids
-    elif isinstance(classes, int):
-        if classes < 1 or classes > len(wnids):
-            raise DataError(f"asked for {classes} classes but {wnids_file} lists {len(wnids)}. "
-                            f"Choose at most {len(wnids)}.")
-        chosen = wnids[:classes]
-    else:
-        chosen = list(classes)
-        unknown = [c for c in chosen if c not in wnids]
-        if unknown:
-            raise DataError(f"classes {unknown[:5]} are not listed in {wnids_file}.")
-    names = {}
-    words = folder / "words.txt"
-    if words.exists():
-        for line in words.read_text(encoding="utf-8", errors="replace").splitlines():
-            wnid, _, text = line.partition("\t")
-            names[wnid] = text.split(",")[0].strip()
+    """(wnids, names) of the classes: None (all), N (the first N of wnids.txt) or a list of wnids; a name is the
+    first of words.txt's names of its wnid (the wnid where words.txt is missing)."""
+    wnids_file, words = folder / "wnids.txt", folder / "words.txt"
+    wnids = wnids_file.read_text().split()
+    if isinstance(classes, int) and not 1 <= classes <= len(wnids):
+        raise DataError(f"asked for {classes} classes but {wnids_file} lists {len(wnids)}. "
+                        f"Choose at most {len(wnids)}.")
+    chosen = wnids[:classes] if isinstance(classes, int) else list(classes or wnids)
+    if unknown := [c for c in chosen if c not in wnids]:
+        raise DataError(f"classes {unknown[:5]} are not listed in {wnids_file}.")
+    lines = words.read_text(encoding="utf-8", errors="replace").splitlines() if words.exists() else []
+    names = {w: text.split(",")[0].strip() for w, _, text in (ln.partition("\t") for ln in lines)}
     return chosen, [names.get(c, c) for c in chosen]
 
 
 def read_tiny_imagenet(root, classes=None, split="train", size=64, progress=True):
     """Tiny ImageNet-200 (official layout: root, a folder above it, or the zip) as an `ImageSet` at its native
-    64x64 (brought to 128x128 on the batch: 4x less memory). classes: None (all), N (the first N of wnids.txt) or a
-    list of wnids; split: "train" or "val" (val/images with val_annotations.txt)."""
+    64x64 (brought to 128x128 on the batch: 4x less memory). classes: see `_tiny_classes`; split: "train" or "val"
+    (val/images with val_annotations.txt)."""
     folder = tiny_folder(root)
     chosen, names = _tiny_classes(folder, classes)
     label_of = {w: i for i, w in enumerate(chosen)}
-    files, labels = [], []
     if split == "train":
+        pairs = []          # (image file, wnid)
         for w in chosen:
             d = folder / "train" / w / "images"
-            if not d.is_dir():
-                raise DataError(f"class folder {d} is missing (wnids.txt lists {w}). Unpack the dataset again "
-                                f"or choose classes that exist.")
-            imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            imgs = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS) if d.is_dir() else []
             if not imgs:
-                raise DataError(f"class folder {d} holds no images. Unpack the dataset again.")
-            files += imgs
-            labels += [label_of[w]] * len(imgs)
+                raise DataError(f"class folder {d} is missing or holds no images (wnids.txt lists {w}). Unpack the "
+                                f"dataset again or choose classes that exist.")
+            pairs += [(p, w) for p in imgs]
     elif split == "val":
         ann = folder / "val" / "val_annotations.txt"
         if not ann.exists():
             raise DataError(f"{ann} is missing: the official val split needs val/images and val_annotations.txt.")
-        for line in ann.read_text().splitlines():
-            parts = line.split("\t")
-            if len(parts) >= 2 and parts[1] in label_of:
-                p = folder / "val" / "images" / parts[0]
-                if not p.exists():
-                    raise DataError(f"{ann} names {parts[0]}, but {p} does not exist. Unpack the dataset again.")
-                files.append(p)
-                labels.append(label_of[parts[1]])
-        if not files:
+        rows = [ln.split("\t") for ln in ann.read_text().splitlines()]
+        pairs = [(folder / "val" / "images" / r[0], r[1]) for r in rows if len(r) >= 2 and r[1] in label_of]
+        if lost := [p for p, _ in pairs if not p.exists()]:
+            raise DataError(f"{ann} names {lost[0].name}, but {lost[0]} does not exist. Unpack the dataset again.")
+        if not pairs:
             raise DataError(f"{ann} names no image of the chosen classes.")
     else:
         raise ValueError(f"split must be 'train' or 'val', not {split!r}")
-
+    files, labels = [f for f, _ in pairs], [label_of[w] for _, w in pairs]
     key = {"source": _source_key(folder, files), "classes": chosen, "split": split, "size": size}
 
     def build():
@@ -282,11 +259,10 @@ def read_tiny_imagenet(root, classes=None, split="train", size=64, progress=True
 
 
 def _mask_from_array(arr, path):
-    """Grayscale 0/255 (or 0/1) masks, or the original RGB convention (red sky, green small rocks,
-    blue large rocks, black ground) -> bool rock mask."""
-    if arr.ndim == 3 and arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1])
-                                                      and np.array_equal(arr[..., 1], arr[..., 2])):
-        rgb = arr[..., :3].astype(np.int16)
+    """An HxWx3 mask as `_open_rgb` reads it: grey 0/255 (or 0/1), or the original RGB convention (red sky, green
+    small rocks, blue large rocks, black ground) -> bool rock mask."""
+    if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])):
+        rgb = arr.astype(np.int16)
         hi = rgb >= 128
         pure = (np.abs(rgb - np.where(hi, 255, 0)) <= 60).all(-1)      # every channel near 0 or 255
         one_hot = hi.sum(-1) <= 1                                       # black, red, green or blue
@@ -294,7 +270,7 @@ def _mask_from_array(arr, path):
             raise DataError(f"mask {path} is RGB but not the dataset's colour convention "
                             f"(black ground, red sky, green/blue rocks). Use 0/255 masks or the original ones.")
         return hi[..., 1] | hi[..., 2]
-    g = arr if arr.ndim == 2 else arr[..., 0]
+    g = arr[..., 0]
     values = np.unique(g)
     if set(values.tolist()) <= {0, 255}:
         return g == 255
@@ -319,27 +295,16 @@ def read_moon(root, size=INPUT_SIZE, progress=True):
                if p.suffix.lower() in IMAGE_EXTS and p.stem.startswith("ground")}
     if not renders:
         raise DataError(f"{rdir} holds no renderNNNN.png files.")
-    if set(renders) - set(grounds):
-        k = sorted(set(renders) - set(grounds))[0]
-        raise DataError(f"render {renders[k]} has no mask {gdir}/ground{k}.png. Restore the mask or remove "
-                        f"the render.")
-    if set(grounds) - set(renders):
-        k = sorted(set(grounds) - set(renders))[0]
-        raise DataError(f"mask {grounds[k]} has no render {rdir}/render{k}.png. Restore the render or remove "
-                        f"the mask.")
+    for have, other, a, b in ((renders, grounds, "render", "mask"), (grounds, renders, "mask", "render")):
+        if lone := sorted(set(have) - set(other)):
+            raise DataError(f"{a} {have[lone[0]]} has no {b} (frame {lone[0]}). Restore the {b} or remove the {a}.")
     ids = sorted(renders)
     files = [renders[i] for i in ids] + [grounds[i] for i in ids]
     key = {"source": _source_key(folder, files), "size": size}
 
     def decode(i):
         img = _open_rgb(renders[i], "render")
-        try:
-            with Image.open(grounds[i]) as m:
-                m.load()
-                marr = np.asarray(m.convert("RGB") if m.mode in ("P", "RGBA", "LA", "CMYK") else m)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot read mask {grounds[i]}: {e}. Unpack the dataset again.") from e
-        mask = _mask_from_array(marr, grounds[i])
+        mask = _mask_from_array(_open_rgb(grounds[i], "mask"), grounds[i])
         if mask.shape != img.shape[:2]:
             print(f"warning: mask {grounds[i].name} is {mask.shape[1]}x{mask.shape[0]} but its render is "
                   f"{img.shape[1]}x{img.shape[0]}; resizing the mask to the render")

@@ -66,6 +66,7 @@ class SegmentationTask(Task):
         return data.masks
 
     def loss(self, out, y):
+        y = y.float()       # uint8 masks as a split holds them, float as a training batch brings them
         return self.bce * F.binary_cross_entropy_with_logits(out.float(), y) + self.dice * dice_loss(out, y)
 
     def start(self):
@@ -100,18 +101,10 @@ def predict(model, images, batch_size=256, device=None, tta=None, precision=None
 def evaluate(model, data, task, batch_size=256, device=None, precision=None):
     """Loss and the task's metrics on a whole split; in fp32 unless `precision` says otherwise (`fit` validates
     each epoch in its training precision: those numbers only pick the best epoch)."""
-    device = device or next(model.parameters()).device
-    prec = evaluation_precision(device, precision)
-    model.eval()
+    out, y = predict(model, data.images, batch_size, device, precision=precision), task.targets(data)
     task.start()
-    total = 0.0
-    for i in range(0, len(data), batch_size):
-        x, y = prepare_batch(data.images[i:i + batch_size], task.targets(data)[i:i + batch_size], device, prec)
-        with prec.autocast():
-            out = model(x)
-        total += float(task.loss(out, y)) * len(x)
-        task.update(out.float(), y)
-    return {"loss": total / max(len(data), 1), **task.result()}
+    task.update(out, y)
+    return {"loss": float(task.loss(out, y)), **task.result()}
 
 
 # ---------------------------------------------------------------------------------------------------- reported scores
@@ -121,8 +114,7 @@ def classification_results(model, data, tta=None):
     n_cls = logits.shape[1]
     c = topk_correct(logits, data.labels, (1, min(5, n_cls)))
     pred = logits.argmax(1)
-    conf = torch.zeros(n_cls, n_cls, dtype=torch.long)
-    conf.index_put_((data.labels, pred), torch.ones_like(pred), accumulate=True)
+    conf = torch.bincount(data.labels * n_cls + pred, minlength=n_cls * n_cls).view(n_cls, n_cls)
     per_class = (conf.diag().float() / conf.sum(1).clamp(min=1)).numpy()
     return {"logits": logits, "pred": pred, "confusion": conf, "per_class": per_class,
             "metrics": {"top1": c[1] / len(pred), "top5": c[min(5, n_cls)] / len(pred), "n": len(pred)}}

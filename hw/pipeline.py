@@ -138,10 +138,10 @@ def train_or_reuse(name, make_model, train, val, cfg, task, out_dir=ROOT, mode="
         final.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
     else:
         final, m = load_checkpoint(run_dir / "best.pt")
-    frozen = sum(p.numel() for p in final.encoder_parameters()) if cfg.freeze_encoder else 0
     m = {**m, "run_key": key, "fit_on": "train+val" if fit_on_val else "train", "train_time_s": float(
          history["epoch_time_s"].sum()), "wall_time_s": time.time() - t0, "epochs": cfg.epochs,
-         "trainable_params": count_params(final) - frozen, **({"estimated_train_s": est["total_s"]} if est else {})}
+         "trainable_params": count_params(model, trainable_only=True),       # `fit` froze what cfg freezes
+         **({"estimated_train_s": est["total_s"]} if est else {})}
     atomic_write(hpath, lambda p: history.to_csv(p, index=False))
     return final.eval(), history, m
 
@@ -154,11 +154,9 @@ def export_final(name, model, meta, metrics, out_dir=ROOT):
     if "threshold" in metrics:
         meta["threshold"] = metrics["threshold"]
     save_checkpoint(out_dir / "weights" / f"{name}.pt", model, **meta)
-    summary = {"name": name, "params": count_params(model), "trainable_params": meta.get("trainable_params"),
-               "train_time_s": meta.get("train_time_s"), "epochs": meta.get("epochs"),
-               "profile": meta.get("profile"), "synthetic": meta.get("synthetic"),
-               "fit_on": meta.get("fit_on", "train"),
-               **metrics}
+    keep = ("trainable_params", "train_time_s", "epochs", "profile", "synthetic")
+    summary = {"name": name, "params": count_params(model), **{k: meta.get(k) for k in keep},
+               "fit_on": meta.get("fit_on", "train"), **metrics}
     save_json(summary, out_dir / "weights" / f"{name}_metrics.json")
     return summary
 

@@ -29,40 +29,32 @@ def _done(fig, path):
     return fig
 
 
-def plot_history(history, metrics, title="", path=None, marks=None):
-    """Curves per epoch from a history DataFrame: for each metric m, train_m (on the training batches as the model
-    saw them, augmented where the recipe augments, in training precision) and val_m. marks: {x: label} draws a dotted vertical line with its label at each x (e.g.
-    where the input size steps up)."""
-    fig, axes = _figure(1, len(metrics), (4.2 * len(metrics), 3.2))
+def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("val",)):
+    """One axis per metric m: the curves per epoch of each history ({label: DataFrame}), split_m for each of `splits`
+    (train_m: on the training batches as the model saw them, augmented where the recipe augments, in training
+    precision). marks {x: label}: a dotted vertical line with its label at each x (e.g. where the input grows)."""
+    fig, axes = _figure(1, len(metrics), (4.5 * len(metrics), 3.2))
+    names = {"train": tr("train (training batches)", "train (обучающие батчи)"), "val": "val"}
     for ax, m in zip(axes[0], metrics):
-        for col, style, label in ((f"train_{m}", "-o", tr("train (training batches)", "train (обучающие батчи)")),
-                                  (f"val_{m}", "-s", "val")):
-            if col in history:
-                ax.plot(history["epoch"], history[col], style, ms=3, label=label)
+        for run, h in histories.items():
+            for split, style in zip(splits, ("-o", "-s")):
+                if f"{split}_{m}" in h:
+                    label = ": ".join(filter(None, (run, names[split] if len(splits) > 1 else "")))
+                    ax.plot(h["epoch"], h[f"{split}_{m}"], style, ms=3, label=label)
         for x, label in (marks or {}).items():
             ax.axvline(x, color="gray", ls=":", lw=1)
             ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7, color="gray",
                     rotation=90, va="top", ha="left")
-        ax.set(xlabel=tr("epoch", "эпоха"), title=m)
+        ax.set(xlabel=tr("epoch", "эпоха"), title=m if len(splits) > 1 else f"{splits[0]} {m}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
     return _done(fig, path)
 
 
-def plot_curves(histories, metrics, path=None, mark=None):
-    """Val curves of several runs on one axis per metric: histories {label: DataFrame}; mark (x, label): a dotted
-    vertical line."""
-    fig, axes = _figure(1, len(metrics), (5 * len(metrics), 3.2))
-    for ax, m in zip(axes[0], metrics):
-        for label, h in histories.items():
-            ax.plot(h["epoch"], h[f"val_{m}"], "-o", ms=3, label=label)
-        if mark:
-            ax.axvline(mark[0], color="gray", ls=":", label=mark[1])
-        ax.set(title=f"val {m}", xlabel=tr("epoch", "эпоха"))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _done(fig, path)
+def plot_history(history, metrics, title="", path=None, marks=None):
+    """`plot_curves` of one run: train_m beside val_m for each metric m."""
+    return plot_curves({"": history}, metrics, title, path, marks, ("train", "val"))
 
 
 def plot_bars(values, xlabel, ylabel, title, path=None, line=None, labels=None):
@@ -242,11 +234,9 @@ def caption(text):
 
 
 def browse(n, render, description="№"):
-    """A slider over n items; render(i) draws item i. Returns the widget (or None without ipywidgets).
-    In a headless run (run_all.py sets HW_STATIC_WIDGETS=1) no widget is built: nbclient, which papermill runs
-    notebooks with, can wait forever on a cell that creates ipywidgets (jupyter/nbclient#312; seen here on a
-    re-render), and a saved slider cannot move anyway; the static figure beside every slider is the report's (the
-    notebooks say so in their text)."""
+    """A slider over n items; render(i) draws item i. Returns the widget (or None without ipywidgets). None in a
+    headless run (HW_STATIC_WIDGETS, set by run_all.py): nbclient can wait forever on a cell that creates ipywidgets
+    (jupyter/nbclient#312, seen here), and a saved slider cannot move; the static figure beside it is the report's."""
     if os.environ.get("HW_STATIC_WIDGETS"):
         return None
     try:

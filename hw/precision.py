@@ -49,25 +49,23 @@ class Precision:
         return Precision(self.device, "fp32", self.channels_last, "evaluation in fp32")
 
 
+def _cpuinfo(*fields):
+    """The value of the first /proc/cpuinfo line that starts with one of `fields` ("" where none does, or not Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith(fields) and ":" in ln), "")
+
+
 def cpu_flags():
     """The CPU's feature flags that decide speed here (Linux; an empty set elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
-    return set(line.split(":", 1)[-1].split()) & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
-                                                  "bf16", "asimd", "sve"}
+    return set(_cpuinfo("flags", "Features").split()) & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16",
+                                                         "amx_tile", "bf16", "asimd", "sve"}
 
 
 def cpu_name():
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def native_bf16():
@@ -127,14 +125,12 @@ def _probe_cpu():
 def _decide(device_type, requested):
     if device_type == "cuda":
         bf16_ok = torch.cuda.is_bf16_supported()
-        if requested == "fp16" or (requested == "auto" and not bf16_ok):
-            return Precision("cuda", "fp16", True, ("asked for" if requested == "fp16" else "this GPU has no bf16:") +
-                             " fp16 autocast with a gradient scaler")
         if requested == "bf16" and not bf16_ok:
             raise ValueError(f"{torch.cuda.get_device_name()} has no bf16; use 'fp16', 'fp32' or 'auto'")
-        if requested == "fp32":
-            return Precision("cuda", "fp32", True, "asked for: fp32")
-        return Precision("cuda", "bf16", True, "asked for" if requested == "bf16" else "the GPU supports bf16")
+        if requested != "auto":
+            return Precision("cuda", requested, True, f"asked for: {requested}")
+        return Precision("cuda", "bf16" if bf16_ok else "fp16", True, "the GPU supports bf16" if bf16_ok else
+                         "this GPU has no bf16: fp16 autocast with a gradient scaler")
     if device_type != "cpu":
         if requested not in ("auto", "fp32"):
             raise ValueError(f"precision {requested!r} is not supported on {device_type}; use 'fp32' or 'auto'")

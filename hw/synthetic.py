@@ -44,11 +44,8 @@ def make_synthetic_tiny_imagenet(root, n_classes=10, n_train=50, n_val=10, seed=
     for k, w in enumerate(wnids):
         d = root / "train" / w / "images"
         d.mkdir(parents=True, exist_ok=True)
-        boxes = []
         for i in range(n_train):
             save(_synthetic_class_image(rng, k, n_classes), d / f"{w}_{i}.JPEG", i)
-            boxes.append(f"{w}_{i}.JPEG\t0\t0\t63\t63")
-        (root / "train" / w / f"{w}_boxes.txt").write_text("\n".join(boxes) + "\n")
         for i in range(n_val):
             name = f"val_{k * n_val + i}.JPEG"
             save(_synthetic_class_image(rng, k, n_classes), root / "val" / "images" / name, i)

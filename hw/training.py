@@ -15,7 +15,7 @@ from .checkpoints import save_checkpoint, weights_digest
 from .core import INPUT_SIZE, CheckpointError, TrainingError, atomic_write, progress_bar, seed_everything, \
     shown_path, tr
 from .evaluation import evaluate
-from .precision import compute_precision
+from .precision import compute_precision, timed
 
 
 @dataclass
@@ -45,18 +45,15 @@ class TrainConfig:
         return int(self.min_size + (INPUT_SIZE - self.min_size) * epoch / end) // 16 * 16
 
 
-def data_signature(train, val):
-    h = hashlib.sha1()
-    for t in (train.images, val.images):
-        h.update(t[:: max(1, len(t) // 64)].cpu().numpy().tobytes())
-    return {"n_train": len(train), "n_val": len(val), "sample_hash": h.hexdigest()[:16]}
-
-
 def run_key(cfg, task, model, train, val, depends_on=()):
     """What identifies a training run: the configuration, the task's parameters, the architecture, the data, and the
     weights of the checkpoints its initial weights come from (`depends_on`, e.g. the classifier). `fit` resumes only
     a run of the same key; `train_or_reuse` reuses only weights of the same key."""
-    key = {"train": asdict(cfg), "task": task.params(), "model": model.config, "data": data_signature(train, val)}
+    h = hashlib.sha1()
+    for t in (train.images, val.images):        # the data: its sizes and 64 images of each split
+        h.update(t[:: max(1, len(t) // 64)].cpu().numpy().tobytes())
+    data = {"n_train": len(train), "n_val": len(val), "sample_hash": h.hexdigest()[:16]}
+    key = {"train": asdict(cfg), "task": task.params(), "model": model.config, "data": data}
     if depends_on:
         key["depends_on"] = {Path(p).name: weights_digest(p) for p in depends_on}
     return json.loads(json.dumps(key))
@@ -218,16 +215,9 @@ def estimate_fit_time(model, train, val, cfg: TrainConfig, task, precision=None,
                 times.append(time.perf_counter() - t0)
             step_s[side] = float(np.median(times[1:] or times))
         sample = val.subset(range(min(len(val), 2 * cfg.batch_size)))
-        evaluate(m, sample, task, device=device, precision=prec)       # warm-up
-        t0 = time.perf_counter()
-        evaluate(m, sample, task, device=device, precision=prec)
-        val_s = (time.perf_counter() - t0) * len(val) / len(sample)
-    del m, opt
-
-    def per_step(side):
-        lo, hi = sides[0], sides[-1]
-        w = 0.0 if lo == hi else (side ** 2 - lo ** 2) / (hi ** 2 - lo ** 2)
-        return (1 - w) * step_s[lo] + w * step_s[hi]
-    epoch_s = [n_batches * per_step(cfg.input_size(e)) + val_s for e in epochs]
+        val_s = timed(lambda: evaluate(m, sample, task, device=device, precision=prec), reps=1) * len(val) / len(sample)
+    lo, hi = sides[0], sides[-1]        # a side in between: interpolated by its pixel count
+    ws = [0.0 if lo == hi else (cfg.input_size(e) ** 2 - lo ** 2) / (hi ** 2 - lo ** 2) for e in epochs]
+    epoch_s = [n_batches * ((1 - w) * step_s[lo] + w * step_s[hi]) + val_s for w in ws]
     return {"total_s": float(sum(epoch_s)), "epoch_s": epoch_s,
             "step_s": {f"{s} px" + (", frozen" if frozen else ""): t for s, t in sorted(step_s.items())}}

@@ -157,7 +157,7 @@ def test_a_final_fit_on_train_and_val_keeps_its_last_epoch(moon_data, small, tmp
     assert meta["epoch"] == 3 and meta["fit_on"] == "train+val" and len(history) == 3
     assert meta["run_key"] == common.run_key(cfg, SEG, small.unet(), fit_set, val)
     last = torch.load(tmp_path / "runs" / "u" / "last.pt", weights_only=False)["model"]
-    assert common.state_digest(model.state_dict()) == common.state_digest(last)      # the last epoch's weights
+    assert common.weights_digest(model.state_dict()) == common.weights_digest(last)      # the last epoch's weights
     assert int(history["val_iou"].idxmax()) + 1 != 3       # the best epoch on val was another: the last one is kept
 
 
