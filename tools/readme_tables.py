@@ -147,7 +147,8 @@ def demo_text():
         return "_No demo timing yet: `python benchmarks/demo_time.py --json benchmarks/demo/<kind>.json`._"
     runs = [json.loads(f.read_text()) for f in files]
     return ("The demo (`python run_all.py --profile demo`, all three notebooks and the PDF report) took " +
-            "; ".join(f"**{r['minutes']:.1f} min** on {r['machine']} ({r['precision']}, {r['date'][:10]})" for r in runs)
+            "; ".join(f"**{r['minutes']:.1f} min** on {r['machine']} ({r['precision']}, {r['date'][:10]}, commit "
+                      f"{r['commit']})" for r in runs)
             + " (`python benchmarks/demo_time.py`).")
 
 
