@@ -23,14 +23,12 @@ def seg_metrics(counts):
     Empty rule: an image with no rock in mask and prediction has IoU = Dice = 1 (nothing to find, nothing
     found); micro metrics are 0/0 only if the whole split has no rock, and then also 1."""
     c = counts.double()
-    tp, fp, fn, tn = c.unbind(1)
+    tp, fp, fn, _ = c.unbind(1)
     div = lambda a, b: torch.where(b > 0, a / b.clamp(min=1), torch.ones_like(a))
     T = c.sum(0)
-    out = {"iou": float(div(T[0], T[0] + T[1] + T[2])), "dice": float(div(2 * T[0], 2 * T[0] + T[1] + T[2])),
-           "pixel_acc": float((T[0] + T[3]) / T.sum())}
-    out["iou_per_image"] = float(div(tp, tp + fp + fn).mean())
-    out["dice_per_image"] = float(div(2 * tp, 2 * tp + fp + fn).mean())
-    return out
+    return {"iou": float(div(T[0], T[0] + T[1] + T[2])), "dice": float(div(2 * T[0], 2 * T[0] + T[1] + T[2])),
+            "pixel_acc": float((T[0] + T[3]) / T.sum()), "iou_per_image": float(per_image_iou(counts).mean()),
+            "dice_per_image": float(div(2 * tp, 2 * tp + fp + fn).mean())}
 
 
 def per_image_iou(counts):

@@ -37,7 +37,7 @@ def unet_level(cin, cout, pool):
 class FlipTTA:
     """Mixin of the project's models: `logits(x)` is the network; `tta` (saved in the checkpoint's meta) makes the
     eval-mode forward average over the horizontal flip; `spatial` says whether the output is a map."""
-    spatial = False
+    spatial, tta = False, False
 
     def infer(self, x, tta):
         if not tta:
@@ -162,7 +162,6 @@ class Classifier(FlipTTA, nn.Module):
         self.encoder = ClassifierEncoder(widths, blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(widths[-1], num_classes))
-        self.tta = False
 
     def logits(self, x):
         return self.head(self.encoder(x)[-1])
@@ -178,7 +177,6 @@ class SegmentationModel(FlipTTA, nn.Module):
         self.encoder = encoder
         self.decoder = UNetDecoder(encoder.out_channels, decoder_channels)
         self.encoder_frozen = False
-        self.tta = False
 
     def logits(self, x):
         return self.decoder(self.encoder(x), x.shape[-2:])
@@ -211,12 +209,12 @@ def unet(widths=(32, 64, 128, 160, 192), decoder=(128, 64, 32, 16)):
     return SegmentationModel(UNetEncoder(widths), decoder, cfg)
 
 
-def backbone_unet(classifier_config, adapters=(32, 64, 96, 128, 192), decoder=None, branch=()):
+def backbone_unet(classifier, adapters=(32, 64, 96, 128, 192), decoder=None, branch=()):
     """A U-Net whose encoder is a classifier's stages (strides 2..32) with 1x1 adapters and the same decoder as
     `unet`; its last decoder level is at stride 2 and interpolated to full size (decoder default (128, 96, 64, 32)).
     branch=(w,) adds a full-resolution level of width w (`BranchedEncoder`), and the default decoder a last level of
-    width 16 for its skip. Load the classifier's weights with `load_backbone`."""
-    cls_cfg = dict(classifier_config)
+    width 16 for its skip. classifier: the classifier's `config`; load its weights with `load_backbone`."""
+    cls_cfg = dict(classifier)
     backbone = ClassifierEncoder(cls_cfg["widths"], cls_cfg["blocks"])
     if len(adapters) != len(backbone.stages):
         raise ValueError(f"adapters need one width per classifier stage ({len(backbone.stages)}), got {len(adapters)}")
@@ -246,13 +244,9 @@ def with_weights(model, source):
 
 
 def build_model(config):
-    """Rebuild any of the project's models from its `config` dict (stored in every checkpoint)."""
-    config = dict(config)
-    arch = config.pop("arch", None)
-    if arch == "classifier":
-        return Classifier(**config)
-    if arch == "unet":
-        return unet(**config)
-    if arch == "backbone_unet":
-        return backbone_unet(config["classifier"], config["adapters"], config["decoder"], config.get("branch", ()))
-    raise CheckpointError(f"unknown architecture {arch!r}")
+    """Rebuild any of the project's models from its `config` dict (stored in every checkpoint): the arguments of the
+    builder its "arch" names."""
+    builders, config = {"classifier": Classifier, "unet": unet, "backbone_unet": backbone_unet}, dict(config)
+    if (arch := config.pop("arch", None)) not in builders:
+        raise CheckpointError(f"unknown architecture {arch!r}")
+    return builders[arch](**config)
