@@ -33,7 +33,7 @@ def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("va
     """One axis per metric m: the curves per epoch of each history ({label: DataFrame}), split_m for each of `splits`
     (train_m: on the training batches as the model saw them, augmented where the recipe augments, in training
     precision). marks {x: label}: a dotted vertical line with its label at each x (e.g. where the input grows)."""
-    fig, axes = _figure(1, len(metrics), (4.5 * len(metrics), 3.2))
+    fig, axes = _figure(1, len(metrics), (4.2 * len(metrics), 3.2))
     names = {"train": tr("train (training batches)", "train (обучающие батчи)"), "val": "val"}
     for ax, m in zip(axes[0], metrics):
         for run, h in histories.items():
