@@ -74,7 +74,8 @@ def preprocess(pil_image, meta):
 def weights_digest(source):
     """A short SHA-256 of the weights (not the meta) of a checkpoint file, or of a state_dict in memory (a loaded
     model's `state_dict()` gives its checkpoint's): identifies the checkpoint another model starts from."""
-    state = source if isinstance(source, dict) else torch.load(source, map_location="cpu")["state_dict"]
+    state = source if isinstance(source, dict) else torch.load(     # a file, read as `load_checkpoint` reads it
+        source, map_location="cpu", weights_only=True)["state_dict"]
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())
