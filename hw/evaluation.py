@@ -49,7 +49,7 @@ class ClassificationTask(Task):
         self._n, self._top1, self._top5 = self._n + len(y), self._top1 + c[1], self._top5 + c[k]
 
     def result(self):
-        return {"top1": self._top1 / max(self._n, 1), "top5": self._top5 / max(self._n, 1)}
+        return {"top1": float(self._top1) / max(self._n, 1), "top5": float(self._top5) / max(self._n, 1)}
 
 
 @dataclass
@@ -73,10 +73,10 @@ class SegmentationTask(Task):
         self._counts = []
 
     def update(self, out, y):
-        self._counts.append(confusion_counts(out, y, self.threshold).cpu())
+        self._counts.append(confusion_counts(out, y, self.threshold))     # on the device: no wait per batch
 
     def result(self):
-        m = seg_metrics(torch.cat(self._counts))
+        m = seg_metrics(torch.cat(self._counts).cpu())
         return {k: m[k] for k in ("iou", "dice", "pixel_acc")}
 
 
@@ -117,7 +117,7 @@ def classification_results(model, data, tta=None):
     conf = torch.bincount(data.labels * n_cls + pred, minlength=n_cls * n_cls).view(n_cls, n_cls)
     per_class = (conf.diag().float() / conf.sum(1).clamp(min=1)).numpy()
     return {"logits": logits, "pred": pred, "confusion": conf, "per_class": per_class,
-            "metrics": {"top1": c[1] / len(pred), "top5": c[min(5, n_cls)] / len(pred), "n": len(pred)}}
+            "metrics": {"top1": int(c[1]) / len(pred), "top5": int(c[min(5, n_cls)]) / len(pred), "n": len(pred)}}
 
 
 def segmentation_results(model, data, threshold=None, tta=None):

@@ -89,10 +89,11 @@ def ceiling_iou(masks, size):
 
 
 def topk_correct(logits, labels, ks=(1, 5)):
-    """Number of samples whose label is among the top-k logits, for each k."""
+    """Number of samples whose label is among the top-k logits, for each k (0-dim tensors on the logits' device, so
+    training can count on a GPU without waiting for it)."""
     top = logits.topk(max(ks), dim=1).indices
     hit = top == labels[:, None]
-    return {k: int(hit[:, :k].any(1).sum()) for k in ks}
+    return {k: hit[:, :k].any(1).sum() for k in ks}
 
 
 def best_threshold(logits, masks, grid=np.arange(0.2, 0.81, 0.05)):

@@ -84,7 +84,7 @@ def machine(device=None):
     features that decide its speed. Written into checkpoints, timings and benchmark results."""
     device = torch.device(device or default_device())
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return gpu_name()
     if device.type == "mps":
         return f"Apple GPU (MPS), {platform.machine()}"
     isa = torch.backends.cpu.get_cpu_capability()
@@ -121,16 +121,41 @@ def _probe_cpu():
     return out
 
 
+def gpu_name():
+    """The CUDA GPU's name and compute capability, e.g. 'Tesla T4 (compute capability 7.5)'."""
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()} (compute capability {major}.{minor})"
+
+
+def _decide_cuda(requested):
+    """bf16 where the GPU computes it natively (compute capability 8.0 and newer: A100, L4, H100); fp16 autocast with
+    a gradient scaler on 7.x (T4, V100: tensor cores for fp16, bf16 only emulated, cuDNN has no bf16 convolutions
+    there); fp32 below 7.0 (P100 and older: no tensor cores)."""
+    gpu, (major, _) = gpu_name(), torch.cuda.get_device_capability()
+    try:
+        bf16_native = major >= 8 and torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:           # torch < 2.3 has no including_emulation; its answer is the capability's
+        bf16_native = major >= 8
+    if requested == "bf16" and not bf16_native:
+        raise ValueError(f"{gpu} computes bf16 only by emulation (native bf16 needs compute capability 8.0): "
+                         "training would be several times slower than in fp16, if cuDNN runs it at all. Use "
+                         "precision='auto' (fp16 with a gradient scaler here), 'fp16' or 'fp32'.")
+    if requested != "auto":
+        return Precision("cuda", requested, major >= 7, f"{gpu}; asked for: {requested}")
+    if bf16_native:
+        return Precision("cuda", "bf16", True, tr(f"{gpu} computes bf16 natively", f"{gpu} считает bf16 нативно"))
+    if major >= 7:
+        return Precision("cuda", "fp16", True, tr(
+            f"{gpu} has no native bf16: fp16 autocast with a gradient scaler (tensor cores)",
+            f"у {gpu} нет нативного bf16: fp16 autocast с масштабированием градиентов (тензорные ядра)"))
+    return Precision("cuda", "fp32", False, tr(f"{gpu} has no tensor cores: fp32",
+                                               f"у {gpu} нет тензорных ядер: fp32"))
+
+
 @functools.lru_cache(maxsize=None)
 def _decide(device_type, requested):
     if device_type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if requested == "bf16" and not bf16_ok:
-            raise ValueError(f"{torch.cuda.get_device_name()} has no bf16; use 'fp16', 'fp32' or 'auto'")
-        if requested != "auto":
-            return Precision("cuda", requested, True, f"asked for: {requested}")
-        return Precision("cuda", "bf16" if bf16_ok else "fp16", True, "the GPU supports bf16" if bf16_ok else
-                         "this GPU has no bf16: fp16 autocast with a gradient scaler")
+        return _decide_cuda(requested)
     if device_type != "cpu":
         if requested not in ("auto", "fp32"):
             raise ValueError(f"precision {requested!r} is not supported on {device_type}; use 'fp32' or 'auto'")
@@ -166,8 +191,8 @@ def evaluation_precision(device, precision=None):
 
 def compute_precision(device=None, precision=None, verbose=True):
     """The training step's precision on `device`: precision 'bf16' / 'fp16' / 'fp32' forces one, None or 'auto'
-    follows the environment variable HW_PRECISION, else decides: on CUDA bf16 where the GPU has it, else fp16 with
-    a gradient scaler; on a CPU bf16 only where it is native (its flags) and a short timed probe confirms it is at
+    follows the environment variable HW_PRECISION, else decides: on CUDA by the GPU's compute capability
+    (`_decide_cuda`: bf16 from 8.0, fp16 with a gradient scaler on 7.x, fp32 below); on a CPU bf16 only where it is native (its flags) and a short timed probe confirms it is at
     least BF16_MIN_SPEEDUP x faster than fp32, else fp32; MPS fp32. channels_last everywhere but on MPS. Decided
     once per process, device and request (the first call prints the choice and why); a Precision passes through."""
     if isinstance(precision, Precision):

@@ -113,12 +113,23 @@ def resume_state(last, key, verbose=True):
     return state
 
 
+def _check_finite(total, epoch, b, cfg, last):
+    """Stop with a hint when the loss of the last batches (summed) is no longer finite."""
+    if not torch.isfinite(total):
+        raise TrainingError(f"the loss became {float(total)} in epoch {epoch + 1}, by batch {b + 1}. Lower the "
+                            f"learning rate (now {cfg.lr}) or check the data; " + (
+                                f"the last good checkpoint ({shown_path(last)}, epoch {epoch}) is kept."
+                                if epoch else "no epoch had finished, so there is no checkpoint."))
+
+
 def fit(model, train, val, cfg: TrainConfig, task, out_dir, precision=None, callback=None):
     """Train `model` for `task` on `train`, validate on `val` after every epoch; returns the history (per epoch: the
     task's metrics on the augmented training batches, before each update, and on val). out_dir gets last.pt (the state
     after each epoch, written atomically: the same run key resumes there, and shuffling, augmentation and dropout are
     seeded by (seed, epoch), so a resumed run repeats an uninterrupted one on a CPU), best.pt (the best epoch on val,
-    a `load_checkpoint` checkpoint) and history.csv. callback(history) runs after every epoch (e.g. `LivePlot`)."""
+    a `load_checkpoint` checkpoint) and history.csv. In fp16 a gradient scaler skips the steps whose gradients overflow
+    (its state is in last.pt; the history records its scale per epoch). callback(history) runs after every epoch (e.g.
+    `LivePlot`)."""
     import pandas as pd
     prec = compute_precision(precision=precision)
     device, out_dir = torch.device(prec.device), Path(out_dir)
@@ -128,10 +139,12 @@ def fit(model, train, val, cfg: TrainConfig, task, out_dir, precision=None, call
     train, n_batches = on_device(train, device), cfg.steps_per_epoch(len(train))
     opt, sched = make_optimizer(model, cfg, cfg.epochs * n_batches)
     scaler, history, start, best = prec.scaler(), [], 0, -float("inf")
+    check_every = 32 if device.type == "cuda" else 1     # the loss is checked every batch where that costs no wait
     out_dir.mkdir(parents=True, exist_ok=True)
     if (state := resume_state(last, key)) is not None:
-        for obj, k in ((model, "model"), (opt, "optimizer"), (sched, "scheduler")):
-            obj.load_state_dict(state[k])
+        for obj, k in ((model, "model"), (opt, "optimizer"), (sched, "scheduler"), (scaler, "scaler")):
+            if state.get(k):        # a scaler's state only where the run was in fp16
+                obj.load_state_dict(state[k])
         history, start, best = state["history"], state["epoch"], state["best"]
         more = start < cfg.epochs
         print(f"{shown_path(out_dir)}: " + tr(f"{start} of {cfg.epochs} epochs were done" + ", resuming" * more,
@@ -142,26 +155,27 @@ def fit(model, train, val, cfg: TrainConfig, task, out_dir, precision=None, call
         torch.manual_seed(cfg.seed * 100003 + epoch)             # dropout
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         perm = torch.randperm(len(train), generator=gen).to(train.images.device)
-        aug, t0, total, seen = BatchAugment(cfg.augment, cfg.input_size(epoch)), time.time(), 0.0, 0
+        aug, t0, losses, seen = BatchAugment(cfg.augment, cfg.input_size(epoch)), time.time(), [], 0
         model.train()
         task.start()
         for b in progress_bar(range(n_batches), True, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x, y = prepare_batch(train.images[idx], task.targets(train)[idx], device, prec, aug, gen)
             loss, out = train_step(model, x, y, task, opt, scaler, prec)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"the loss became {float(loss)} in epoch {epoch + 1}, batch {b + 1}. Lower the "
-                                    f"learning rate (now {cfg.lr}) or check the data; " + (
-                                        f"the last good checkpoint ({shown_path(last)}, epoch {epoch}) is kept."
-                                        if epoch else "no epoch had finished, so there is no checkpoint."))
             task.update(out.float(), y)
             sched.step()
-            total, seen = total + float(loss) * len(idx), seen + len(idx)
+            losses.append(loss)             # tensors: the GPU is not waited for after every batch
+            seen += len(idx)
+            if (b + 1) % check_every == 0 or b + 1 == n_batches:
+                _check_finite(torch.stack(losses[-check_every:]).sum(), epoch, b, cfg, last)
         seconds = time.time() - t0
-        row = {"epoch": epoch + 1, "train_loss": total / seen, **{f"train_{k}": v for k, v in task.result().items()},
+        row = {"epoch": epoch + 1, "train_loss": float(torch.stack(losses).cpu().double().mean()),
+               **{f"train_{k}": v for k, v in task.result().items()},
                **{f"val_{k}": v for k, v in evaluate(model, val, task, device=device, precision=prec).items()},
                "lr": opt.param_groups[-1]["lr"], "input_size": aug.out_size, "epoch_time_s": seconds,
                "images_per_s": seen / max(seconds, 1e-9)}
+        if scaler.is_enabled():         # fp16: the loss scale after this epoch (it halves at each skipped step)
+            row["loss_scale"] = scaler.get_scale()
         history.append(row)
         if improved := row[task.monitor] > best:
             best = row[task.monitor]
@@ -169,7 +183,8 @@ def fit(model, train, val, cfg: TrainConfig, task, out_dir, precision=None, call
                             epoch=epoch + 1, metrics={k: v for k, v in row.items() if k.startswith("val_")})
         atomic_write(out_dir / "history.csv", lambda p: pd.DataFrame(history).to_csv(p, index=False))
         state = {"run_key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "history": history, "epoch": epoch + 1, "best": best}
+                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                 "epoch": epoch + 1, "best": best}
         atomic_write(last, lambda p: torch.save(state, p))
         print(tr("epoch", "эпоха") + f" {epoch + 1}/{cfg.epochs}: " + ", ".join(
             f"{k}={v:.4f}" for k, v in row.items() if k.startswith(("train_", "val_"))) +

@@ -44,7 +44,7 @@ def test_topk_matches_torchmetrics():
     c = common.topk_correct(logits, labels, (1, 5))
     for k in (1, 5):
         ref = MulticlassAccuracy(num_classes=12, top_k=k, average="micro")(logits, labels)
-        assert c[k] / 50 == pytest.approx(float(ref), abs=1e-6)
+        assert int(c[k]) / 50 == pytest.approx(float(ref), abs=1e-6)
 
 
 def test_paired_bootstrap_interval_covers_noise_and_excludes_a_clear_gain():

@@ -58,6 +58,7 @@ def test_precision_objects_autocast_and_scale_as_named():
     with common.Precision("cpu", "fp32", True, "").autocast():
         assert (x @ w).dtype == torch.float32
     assert not common.Precision("cpu", "bf16", True, "").scaler().is_enabled()
+    assert common.Precision("cpu", "fp16", True, "").scaler().is_enabled()      # fp16 always scales its loss
     assert common.Precision("cpu", "bf16", True, "").evaluation().name == "fp32"
 
 
@@ -121,3 +122,48 @@ def test_committed_weights_say_which_precision_and_machine_trained_them():
         assert meta["precision"] in common.PRECISIONS and meta["machine"], w.name
     timings = json.loads((ROOT / "weights" / "timings.json").read_text())
     assert set(timings["machines"]) == set(timings["precisions"]) == set(timings["minutes"])
+
+
+GPUS = {"Tesla P100-PCIE-16GB": (6, 0), "Tesla V100-SXM2-16GB": (7, 0), "Tesla T4": (7, 5),
+        "NVIDIA A100-SXM4-40GB": (8, 0)}
+
+
+@pytest.fixture
+def emulated_gpu(fresh_decision):
+    """emulated_gpu(name): torch.cuda answers as that GPU would (its name and compute capability; bf16 tensors can
+    be made on every one of them, so is_bf16_supported() with its default including_emulation=True says yes)."""
+    def emulate(name):
+        cap = GPUS[name]
+        hw.precision._decide.cache_clear()
+        fresh_decision.setattr(torch.cuda, "get_device_name", lambda *a: name)
+        fresh_decision.setattr(torch.cuda, "get_device_capability", lambda *a: cap)
+        fresh_decision.setattr(torch.cuda, "is_bf16_supported",
+                               lambda including_emulation=True: including_emulation or cap >= (8, 0))
+    return emulate
+
+
+@pytest.mark.parametrize("gpu, chosen, channels_last", [
+    ("Tesla T4", "fp16", True), ("Tesla V100-SXM2-16GB", "fp16", True), ("NVIDIA A100-SXM4-40GB", "bf16", True),
+    ("Tesla P100-PCIE-16GB", "fp32", False)])
+def test_cuda_precision_follows_the_gpus_compute_capability(emulated_gpu, capsys, gpu, chosen, channels_last):
+    emulated_gpu(gpu)
+    p = common.compute_precision("cuda")
+    assert (p.name, p.channels_last, p.device) == (chosen, channels_last, "cuda")
+    major, minor = GPUS[gpu]
+    printed = capsys.readouterr().out
+    assert f"precision on cuda: {chosen}" in printed and f"{gpu} (compute capability {major}.{minor})" in printed
+
+
+@pytest.mark.parametrize("gpu", ["Tesla T4", "Tesla V100-SXM2-16GB"])
+def test_bf16_asked_for_on_a_gpu_without_native_bf16_is_refused_with_the_cost(emulated_gpu, gpu):
+    emulated_gpu(gpu)
+    with pytest.raises(ValueError, match=r"compute capability 7\.\d\) computes bf16 only by emulation.*slower"):
+        common.compute_precision("cuda", "bf16")
+    assert common.compute_precision("cuda", "fp16", verbose=False).name == "fp16"       # what it suggests works
+    emulated_gpu("NVIDIA A100-SXM4-40GB")
+    assert common.compute_precision("cuda", "bf16", verbose=False).name == "bf16"
+
+
+def test_the_machine_of_a_gpu_run_names_the_gpu_and_its_capability(emulated_gpu):
+    emulated_gpu("Tesla T4")
+    assert common.machine("cuda") == "Tesla T4 (compute capability 7.5)"

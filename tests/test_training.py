@@ -55,6 +55,69 @@ def test_resume_after_interruption_repeats_the_uninterrupted_run(cls_data, small
     assert np.allclose(full[cols].to_numpy(), resumed[cols].to_numpy(), rtol=0, atol=1e-6)
 
 
+FP16 = common.Precision("cpu", "fp16", True, "the T4's path (fp16 autocast and a gradient scaler), on the CPU")
+
+
+def inf_gradient_at(model, steps):
+    """The backward passes numbered in `steps` (0-based, from now on) give the model's first weight an inf gradient,
+    as an fp16 overflow would."""
+    calls = iter(range(10 ** 6))
+    next(model.parameters()).register_hook(lambda g: g * float("inf") if next(calls) in steps else g)
+    return model
+
+
+def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_the_next_one_is_taken(cls_data, small):
+    model = common.to_device(small.classifier(), torch.device("cpu"), FP16)
+    opt, scaler = torch.optim.AdamW(model.parameters(), lr=1e-2), FP16.scaler()
+    x, y = common.prepare_batch(cls_data[0].images[:16], cls_data[0].labels[:16], torch.device("cpu"), FP16)
+    with FP16.autocast():
+        assert model(x).dtype == torch.float16                  # the forward really runs in fp16
+    before = [p.detach().clone() for p in model.parameters()]
+    inf_gradient_at(model, {0})
+    common.train_step(model, x, y, CLS, opt, scaler, FP16)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))     # skipped: nothing moved
+    assert scaler.get_scale() == 2.0 ** 15                     # and the scale halved (from 2 ** 16)
+    common.train_step(model, x, y, CLS, opt, scaler, FP16)
+    assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_fp16_fit_learns_through_an_overflow_that_would_wreck_an_unscaled_run(cls_data, small, tmp_path):
+    """fp16 autocast is several times slower than fp32 on a CPU: few epochs, a small val."""
+    train, val = cls_data[0], cls_data[1].subset(range(12))
+    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=3e-3)
+    model = inf_gradient_at(small.classifier(), {3})
+    hist = common.fit(model, train, val, cfg, CLS, tmp_path / "fp16", FP16)
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert list(hist["loss_scale"]) == [2.0 ** 15] * 3         # one step skipped, in epoch 1
+    with pytest.raises(common.TrainingError, match="epoch 1"):  # fp32, no scaler: the inf reaches the weights
+        common.fit(inf_gradient_at(small.classifier(), {3}), train, val, cfg, CLS, tmp_path / "fp32", "fp32")
+
+
+def test_fp16_resume_restores_the_gradient_scaler(cls_data, small, tmp_path):
+    """The scale halved by the overflow in epoch 2 must survive the interruption after it (few images: fp16 is slow
+    on a CPU)."""
+    train, val = cls_data[0].subset(range(60)), cls_data[1].subset(range(12))
+    cfg = common.TrainConfig(epochs=3, batch_size=30, lr=3e-3)
+    torch.manual_seed(0)
+    full = common.fit(inf_gradient_at(small.classifier(), {2}), train, val, cfg, CLS, tmp_path / "a", FP16)
+
+    def stop_after_two(hist):
+        if len(hist) == 2:
+            raise Interrupt()
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupt):
+        common.fit(inf_gradient_at(small.classifier(), {2}), train, val, cfg, CLS, tmp_path / "b", FP16,
+                   callback=stop_after_two)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["scaler"]["scale"] == 2.0 ** 15
+    resumed = common.fit(small.classifier(), train, val, cfg, CLS, tmp_path / "b", FP16)
+    cols = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "loss_scale"]
+    assert np.allclose(full[cols].to_numpy(), resumed[cols].to_numpy(), rtol=0, atol=1e-6)
+    assert list(full["loss_scale"]) == [2.0 ** 16, 2.0 ** 15, 2.0 ** 15]
+
+
 def test_another_task_is_another_run(cls_data, small, tmp_path, capsys):
     common.fit(small.classifier(), *cls_data, common.TrainConfig(epochs=1, batch_size=30), CLS, tmp_path)
     capsys.readouterr()
