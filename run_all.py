@@ -1,6 +1,7 @@
 """Run the three notebooks headless, in order, and write the report.
 
-    python run_all.py                      # real data if found (cpu profile), else the offline demo
+    python run_all.py                      # the real data (cpu profile; gpu on CUDA); Tiny ImageNet is downloaded
+                                           # when missing, the moon set must be in data/ or ../shared/data
     python run_all.py --profile demo       # synthetic data, a few minutes on a laptop CPU
     python run_all.py --profile cpu --data /path/to/archives
 
@@ -131,7 +132,8 @@ def _histories(out):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="auto", choices=["auto", "demo", "cpu", "gpu"])
+    ap.add_argument("--profile", default="auto", choices=["auto", "demo", "cpu", "gpu"],
+                    help="auto: gpu on CUDA, else cpu (the real data); demo: synthetic stand-ins, offline")
     ap.add_argument("--data", default=None, help="folder with the dataset archives or folders")
     ap.add_argument("--train", default="auto", choices=["auto", "yes", "no"],
                     help="auto: reuse matching weights, else train (resuming); yes: train; no: reuse only")
@@ -150,7 +152,14 @@ def main(argv=None):
     import common
     import papermill as pm
 
-    profile = common.resolve_profile(args.profile, args.data)
+    selected = [n for n in NOTEBOOKS if not args.only or any(n.startswith(o) for o in args.only)]
+    if not selected:
+        ap.error(f"--only {' '.join(args.only)} names none of {', '.join(NOTEBOOKS)}")
+    try:        # each notebook's own data, before anything runs (Tiny ImageNet: notebook 01 downloads it)
+        profile = {common.resolve_profile(args.profile, args.data, n[:2]) for n in selected}.pop()
+    except common.DataError as e:
+        print(f"!! {e}")
+        return 1
     out = Path(args.out) if args.out else (ROOT / "runs" / "demo" if profile == "demo" else ROOT)
     out.mkdir(parents=True, exist_ok=True)
     in_place = out.resolve() == ROOT
@@ -162,9 +171,7 @@ def main(argv=None):
     # the kernels inherit it: `common.browse` then builds no ipywidgets, which can hang nbclient (nbclient#312)
     os.environ["HW_STATIC_WIDGETS"] = "1"
     executed, times, trained = [], {}, []
-    for name in NOTEBOOKS:
-        if args.only and not any(name.startswith(o) for o in args.only):
-            continue
+    for name in selected:
         target = ROOT / name if in_place else out / name
         tmp = target.with_name(f".{target.stem}.running.ipynb")
         print(f"== {name} ({profile}) ->", target, flush=True)

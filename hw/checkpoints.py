@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD, model_input, normalize
-from .core import INPUT_SIZE, CheckpointError, atomic_write, count_params
+from .core import INPUT_SIZE, CheckpointError, atomic_write, count_params, shown_path, tr
 from .data import pil_to_rgb, resize_uint8
 from .models import build_model
 from .precision import environment
@@ -41,7 +41,9 @@ def load_checkpoint(path, expect_task=None):
     not fit the stored architecture, and (with expect_task) for a checkpoint of the other task."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; train the model first (run its notebook).")
+        raise CheckpointError(tr(f"checkpoint {path} does not exist; train the model first (run its notebook).",
+                                 f"нет чекпоинта {shown_path(path)}: сначала выполните ноутбук, который обучает эту "
+                                 "модель (weights/classifier.pt — ноутбук 01, weights/unet.pt — ноутбук 02)."))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

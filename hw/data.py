@@ -195,12 +195,48 @@ class MaskSet:
         return (n_black >= BROKEN_BLACK * black.shape[1]) & ((black & rock).sum(1) >= BROKEN_ROCK * n_black)
 
 
+DATASET_NAMES = {"tiny": ("tiny-imagenet-200", "tiny-imagenet-200-train100"),
+                 "moon": ("MOON_SEGMENTATION_BINARY", "MOON_SEGMENTATION_BINARY-800")}
+# Colab: a zip uploaded in the Files pane lands in /content; a mounted Google Drive is /content/drive/MyDrive
+COLAB_PLACES = (Path("/content"), Path("/content/drive/MyDrive"), Path("/content/drive/MyDrive/data"))
+
+
+def data_places(data_dir=None):
+    """Where the notebooks look for an archive or its folder, in order: data_dir (if given), data/, ../shared/data,
+    then Colab's upload folder and a mounted Google Drive (where they exist)."""
+    return ([Path(data_dir)] if data_dir else []) + [data_root(), shared_data()] + [
+        p for p in COLAB_PLACES if p.is_dir()]
+
+
 def find_dataset(name, data_dir=None):
-    """Where the notebooks look: data_dir (if given), data/, then ../shared/data (the course archives)."""
-    names = {"tiny": ("tiny-imagenet-200", "tiny-imagenet-200-train100"),
-             "moon": ("MOON_SEGMENTATION_BINARY", "MOON_SEGMENTATION_BINARY-800")}[name]
-    bases = ([Path(data_dir)] if data_dir else []) + [data_root(), shared_data()]
-    return next((c for b in bases for n in names for c in (b / n, b / f"{n}.zip") if c.exists()), None)
+    """The first archive or folder of dataset `name` ("tiny" or "moon") in `data_places`, else None; in each place
+    the zip comes before a folder of its name, so a folder left half unpacked is unpacked again."""
+    return next((c for b in data_places(data_dir) for n in DATASET_NAMES[name] for c in (b / f"{n}.zip", b / n)
+                 if c.exists()), None)
+
+
+def missing_data_error(kind, data_dir=None):
+    """The DataError of a notebook whose dataset is nowhere in `data_places`: which data, and exactly where to put
+    it (in Russian in the notebooks)."""
+    places = ", ".join([shown_path(p) for p in data_places(data_dir)[:2 + bool(data_dir)]] +
+                       [str(p) for p in COLAB_PLACES[:2]])
+    if kind == "tiny":
+        return DataError(tr(
+            f"Tiny ImageNet-200 was not found in {places}, nor could it be downloaded from {TINY_URL}. Put "
+            "tiny-imagenet-200.zip into one of those places and run the cell again.",
+            f"Tiny ImageNet-200 не найден ({places}) и не скачан с {TINY_URL}. Положите tiny-imagenet-200.zip в "
+            "одно из этих мест и запустите ячейку снова."))
+    return DataError(tr(
+        "The moon set was not found. Put MOON_SEGMENTATION_BINARY.zip (or its unpacked folder, with images/render "
+        f"and images/ground) into one of: {places}. In Colab: upload the zip in the Files pane (it lands in /content), "
+        "or put it at the top of your Google Drive and mount the Drive (from google.colab import drive; "
+        f"drive.mount('/content/drive')); then run the cell again. The archive: {MOON_HINT}.",
+        "Набор MOON_SEGMENTATION_BINARY не найден. Положите архив MOON_SEGMENTATION_BINARY.zip (или его "
+        f"распакованную папку с images/render и images/ground) в одно из мест: {places}. В Colab: загрузите zip "
+        "через панель «Файлы» (он окажется в /content) или положите его в корень Google Диска и подключите Диск "
+        "(from google.colab import drive; drive.mount('/content/drive')); затем запустите ячейку снова. Архив — "
+        "MOON_SEGMENTATION_BINARY из материалов курса (или с Kaggle: «Artificial Lunar Rocky Landscape Dataset», "
+        "Romain Pessia)."))
 
 
 def _tiny_classes(folder, classes):
@@ -357,16 +393,28 @@ def moon_splits(coverage, ids, test=0.2, val=0.15, exclude_from_test=(), seed=0)
     n_test, n_val = int(np.ceil(test * n)), int(np.ceil(val * n))
     pool = np.flatnonzero(~np.isin(np.asarray(ids), np.asarray(list(exclude_from_test))))
     if len(pool) <= n_test:
-        raise DataError(f"only {len(pool)} of {n} moon frames served no earlier choice: too few for a test split of "
-                        f"{n_test} frames.")
+        raise DataError(tr(f"only {len(pool)} of {n} moon frames served no earlier choice (hw/moon_selection.json): "
+                           f"too few for a test split of {n_test} frames; at least {n_test + 1} are needed.",
+                           f"только {len(pool)} из {n} кадров не участвовали в прежних выборах (hw/moon_selection.json):"
+                           f" для test из {n_test} кадров нужно не меньше {n_test + 1}."))
     _, te = stratified_split(strata[pool], n_test, seed)
     rest = np.setdiff1d(np.arange(n), pool[te])
-    tr, va = stratified_split(strata[rest], n_val, seed)
-    return rest[tr], rest[va], pool[te]
+    fit_i, val_i = stratified_split(strata[rest], n_val, seed)
+    return rest[fit_i], rest[val_i], pool[te]
 
 
 # ---------------------------------------------------------------------------------------------------- a notebook's data
 MOON_TEST, MOON_VAL = 0.2, 0.15      # fractions of all moon frames in the test and validation splits
+# the smallest sets the splits take: 40 moon frames (5 coverage strata in each of test, val and train); 10 images of
+# each class (the 10 % val split then holds one of each)
+MIN_MOON_FRAMES, MIN_IMAGES_PER_CLASS = 40, 10
+
+
+def _check_size(n, minimum, what_en, what_ru):
+    if n < minimum:
+        raise DataError(tr(f"{what_en}: {n}, too few to split into train / val / test; at least {minimum} are needed.",
+                           f"{what_ru}: {n} — слишком мало для разбиения на train / val / test; нужно не меньше "
+                           f"{minimum}."))
 
 
 def load_datasets(kind, synthetic=None, data_dir=None, out_dir=ROOT, seed=0, progress=True, classes=100):
@@ -388,18 +436,23 @@ def load_datasets(kind, synthetic=None, data_dir=None, out_dir=ROOT, seed=0, pro
                                     broken=synthetic["broken"])
     else:
         root = find_dataset(kind, data_dir)
+        if root is None and kind == "tiny":         # the one archive with a public address: fetched once
+            from .download import download, tiny_imagenet_archive
+            root = download(tiny_imagenet_archive(), data_root(), progress)
         if root is None:
-            where = "Tiny ImageNet-200 (" + TINY_URL + ")" if kind == "tiny" else MOON_HINT
-            raise DataError(f"this profile needs the real data: put {where} into "
-                            f"{data_dir or data_root()} or ../shared/data, or run the 'demo' profile.")
+            raise missing_data_error(kind, data_dir)
     info = {"root": shown_path(root), "synthetic": bool(synthetic)}
     if kind == "tiny":
         full = read_tiny_imagenet(root, classes=classes, progress=progress)
+        counts = np.bincount(full.labels.numpy(), minlength=len(full.classes))
+        _check_size(int(counts.min()), MIN_IMAGES_PER_CLASS, f"images of class {full.classes[counts.argmin()]}",
+                    f"изображений класса {full.classes[counts.argmin()]}")
         tr, va = stratified_split(full.labels.numpy(), 0.1, seed)
         test = (read_tiny_imagenet(root, classes=full.classes, split="val", progress=progress)
                 if (tiny_folder(root) / "val" / "val_annotations.txt").exists() else None)
         return full.subset(tr), full.subset(va), test, info
     full = read_moon(root, progress=progress)
+    _check_size(len(full), MIN_MOON_FRAMES, f"moon frames in {shown_path(root)}", f"кадров в {shown_path(root)}")
     # the frames that served a choice so far (hw/moon_selection.json) are never test; synthetic frames served none
     selection = [] if synthetic else sorted({i for ids in moon_selection().values() for i in ids})
     tr, va, te = moon_splits(full.coverage, full.ids, MOON_TEST, MOON_VAL, selection, seed)

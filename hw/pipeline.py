@@ -45,15 +45,16 @@ class Setup:
 
 
 def setup(profile="auto", data_dir=None, output_dir=".", seed=0, precision="auto", epochs=None, batch_size=None,
-          num_classes=None, lang="ru"):
-    """The set-up cell of every notebook: the language of printed lines, the profile, seeds, the precision (printed
-    with its reason), LaTeX tables for the PDF export; prints the machine, and warns in the demo profile."""
+          num_classes=None, notebook=None):
+    """The set-up cell of every notebook ("01", "02" or "03"): Russian printed lines, the profile (the moon set that
+    the notebook needs is looked for first: a DataError says where to put it), seeds, the precision (printed with
+    its reason), LaTeX tables for the PDF export; prints the machine, and warns in the demo profile."""
     import pandas as pd
     from .plots import report_formats
-    os.environ[LANG_ENV] = lang
+    os.environ[LANG_ENV] = "ru"
     pd.set_option("display.precision", 4)
     report_formats()
-    profile = resolve_profile(profile, data_dir)
+    profile = resolve_profile(profile, data_dir, notebook)
     seed_everything(seed)
     s = Setup(profile, recipe(profile, seed, epochs, batch_size, num_classes), Path(output_dir), data_dir, seed,
               compute_precision(precision=precision), environment())

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .augment import AugmentConfig
-from .core import ROOT, tr
-from .data import find_dataset, load_datasets
+from .core import ROOT
+from .data import find_dataset, load_datasets, missing_data_error
 from .evaluation import ClassificationTask, SegmentationTask
 from .training import TrainConfig
 
@@ -77,15 +77,19 @@ def recipe(profile, seed=0, epochs=None, batch_size=None, num_classes=None):
                                **{k: dataclasses.replace(c, **change) for k, c in r.configs().items()})
 
 
-def resolve_profile(profile="auto", data_dir=None):
-    """'auto' -> 'cpu' (or 'gpu' on CUDA) when the real data is found, else 'demo' (and says so)."""
+NOTEBOOK_DATA = {"01": ("tiny",), "02": ("moon",), "03": ("moon",)}    # what each notebook reads (03: also 01's weights)
+
+
+def resolve_profile(profile="auto", data_dir=None, notebook=None):
+    """'auto' -> 'gpu' on CUDA, else 'cpu': the real data, never the synthetic demo unless asked for. The moon set
+    that `notebook` needs (`NOTEBOOK_DATA`) must be found, else a DataError says where to put it (Tiny ImageNet is
+    downloaded when missing, by `load_datasets`)."""
+    if profile not in (*PROFILES, "auto"):
+        raise ValueError(f"profile must be one of {list(PROFILES)} or 'auto', not {profile!r}")
+    if profile == "auto" or PROFILES[profile].synthetic is None:
+        for kind in NOTEBOOK_DATA.get(notebook, ()):
+            if kind == "moon" and find_dataset(kind, data_dir) is None:
+                raise missing_data_error(kind, data_dir)
     if profile != "auto":
-        if profile not in PROFILES:
-            raise ValueError(f"profile must be one of {list(PROFILES)} or 'auto', not {profile!r}")
         return profile
-    if find_dataset("tiny", data_dir) is None or find_dataset("moon", data_dir) is None:
-        print(tr("The real data was not found (data/, ../shared/data or data_dir): running the 'demo' profile on "
-                 "synthetic stand-ins.", "Настоящие данные не найдены (data/, ../shared/data или data_dir): запускаю "
-                 "профиль 'demo' на синтетических данных."))
-        return "demo"
     return "gpu" if torch.cuda.is_available() else "cpu"

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import common
+import hw.data
 from common import DataError
 
 
@@ -218,13 +219,55 @@ def test_synthetic_generators_are_deterministic(tmp_path):
     assert Image.open(a / "images" / "render" / "render0001.png").size == (96, 64)
 
 
-def test_auto_profile_without_data_runs_demo(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    """No archive in data/, ../shared/data or Colab's places; printed lines and messages in Russian, as in a notebook."""
     monkeypatch.setenv("HW_SHARED_DATA", str(tmp_path / "none"))
     monkeypatch.setenv("HW_DATA_DIR", str(tmp_path / "none2"))
-    assert common.resolve_profile("auto") == "demo"
-    assert "running the 'demo' profile" in capsys.readouterr().out
-    with pytest.raises(common.DataError, match="needs the real data"):
-        common.recipe("cpu").datasets("moon")
+    monkeypatch.setattr(hw.data, "COLAB_PLACES", ())
+    monkeypatch.setenv(common.LANG_ENV, "ru")
+    return monkeypatch
+
+
+def test_auto_profile_decides_per_notebook_and_never_falls_to_synthetic_data(no_data, moon_root, monkeypatch):
+    assert common.resolve_profile("auto", notebook="01") == "cpu"       # Tiny ImageNet: downloaded by its data cell
+    for nb in ("02", "03"):
+        with pytest.raises(common.DataError) as e:
+            common.resolve_profile("auto", notebook=nb)
+        assert "Набор MOON_SEGMENTATION_BINARY не найден" in str(e.value) and "/content" in str(e.value)
+        assert common.resolve_profile("auto", str(moon_root.parent), nb) == "cpu"     # only the moon set is needed
+        with pytest.raises(common.DataError):
+            common.resolve_profile("cpu", notebook=nb)
+        assert common.resolve_profile("demo", notebook=nb) == "demo"    # synthetic only when asked for
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert common.resolve_profile("auto", str(moon_root.parent), "02") == "gpu"
+
+
+def test_the_moon_set_is_found_where_colab_puts_an_upload_or_a_drive(no_data, moon_root, tmp_path):
+    content, drive = tmp_path / "content", tmp_path / "content" / "drive" / "MyDrive"
+    drive.mkdir(parents=True)
+    no_data.setattr(hw.data, "COLAB_PLACES", (content, drive))
+    assert common.find_dataset("moon") is None
+    with zipfile.ZipFile(drive / "MOON_SEGMENTATION_BINARY.zip", "w") as zf:
+        for f in sorted(moon_root.rglob("*.png")):
+            zf.write(f, f.relative_to(moon_root.parent).as_posix())
+    assert common.find_dataset("moon") == drive / "MOON_SEGMENTATION_BINARY.zip"
+    (content / "MOON_SEGMENTATION_BINARY.zip").write_bytes((drive / "MOON_SEGMENTATION_BINARY.zip").read_bytes())
+    assert common.find_dataset("moon") == content / "MOON_SEGMENTATION_BINARY.zip"       # an upload comes first
+    assert len(common.read_moon(common.find_dataset("moon"), progress=False)) == 24
+
+
+def test_a_set_too_small_to_split_says_its_count_and_the_minimum_in_russian(no_data, tmp_path):
+    moon = common.make_synthetic_moon(tmp_path / "few" / "MOON_SEGMENTATION_BINARY", n=12, size=(96, 64), seed=0)
+    with pytest.raises(common.DataError, match=r"кадров в .*: 12 — слишком мало.*не меньше 40"):
+        common.recipe("cpu").datasets("moon", data_dir=str(moon.parent), progress=False)
+    tiny = common.make_synthetic_tiny_imagenet(tmp_path / "t" / "tiny-imagenet-200", n_classes=3, n_train=6, n_val=2)
+    with pytest.raises(common.DataError, match=r"изображений класса n\d+: 6 — слишком мало.*не меньше 10"):
+        common.recipe("cpu", num_classes=3).datasets("tiny", data_dir=str(tiny.parent), progress=False)
+    enough = common.make_synthetic_moon(tmp_path / "ok" / "MOON_SEGMENTATION_BINARY", n=40, size=(96, 64), seed=0)
+    no_data.setattr(hw.data, "moon_selection", lambda: {})      # synthetic frames served no choice
+    train, val, test, _ = common.recipe("cpu").datasets("moon", data_dir=str(enough.parent), progress=False)
+    assert len(train) + len(val) + len(test) == 40
 
 
 def test_broken_frames_are_found_and_kept_out_of_training_only(tmp_path):

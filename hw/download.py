@@ -1,0 +1,94 @@
+"""Fetching an archive that is missing: Tiny ImageNet-200 from its official address, resumable (an interrupted
+download goes on where it stopped), checked against its size and MD5 before anything reads it."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .core import TINY_URL, DataError, progress_bar, shown_path, tr
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A file to download: where from, under which name, and the size and MD5 it must have."""
+    url: str
+    name: str
+    size: int
+    md5: str
+
+
+TINY_IMAGENET = Archive(TINY_URL, "tiny-imagenet-200.zip",
+                        248_100_043, "90528d7ca1a48142e341f4ef8d21d0de")
+TINY_URL_ENV = "HW_TINY_URL"     # another address of the same archive (a mirror); the size and MD5 still apply
+CHUNK = 1 << 20
+
+
+def _md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(archive: Archive, folder, progress=True, timeout=60):
+    """folder/<archive.name>, downloaded unless it is already there with the right size. The bytes go to
+    <name>.part first; a later call resumes it with an HTTP Range request (from scratch where the server ignores
+    Range). The finished file must have the archive's size and MD5, else it is deleted and DataError says so."""
+    folder = Path(folder)
+    dest, part = folder / archive.name, folder / (archive.name + ".part")
+    if dest.exists() and dest.stat().st_size == archive.size:
+        return dest
+    folder.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    if have > archive.size:         # not a prefix of this archive
+        part.unlink()
+        have = 0
+    print(tr(f"downloading {archive.url} -> {shown_path(dest)} ({archive.size / 1e6:.0f} MB"
+             + (f", resuming at {have / 1e6:.0f} MB" if have else "") + ")",
+             f"скачиваю {archive.url} -> {shown_path(dest)} ({archive.size / 1e6:.0f} МБ"
+             + (f", продолжаю с {have / 1e6:.0f} МБ" if have else "") + ")"), flush=True)
+    request = urllib.request.Request(archive.url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            if have and r.status != 206:        # the server sent the whole file: start over
+                have = 0
+            bar = progress_bar(None, progress, total=archive.size, initial=have, unit="B", unit_scale=True,
+                               desc=archive.name)
+            with open(part, "ab" if have else "wb") as f:
+                for block in iter(lambda: r.read(CHUNK), b""):
+                    f.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+            if bar is not None:
+                bar.close()
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:    # a broken connection too
+        raise DataError(tr(
+            f"cannot download {archive.url} ({e}). Check the network and run the cell again: the download resumes "
+            f"from {shown_path(part)}. Or put {archive.name} into {shown_path(folder)} yourself.",
+            f"не удалось скачать {archive.url} ({e}). Проверьте сеть и запустите ячейку снова: загрузка продолжится "
+            f"с {shown_path(part)}. Или положите {archive.name} в {shown_path(folder)} сами.")) from e
+    size = part.stat().st_size
+    if size == archive.size and _md5(part) == archive.md5:
+        os.replace(part, dest)
+        return dest
+    if size < archive.size:         # the connection ended early: keep the part, the next call resumes it
+        raise DataError(tr(f"the download of {archive.url} stopped at {size:,} of {archive.size:,} bytes; run the "
+                           "cell again to resume it.", f"загрузка {archive.url} прервалась на {size:,} из "
+                           f"{archive.size:,} байт; запустите ячейку снова, она продолжится."))
+    part.unlink()
+    raise DataError(tr(f"{archive.url} gave a file of {size:,} bytes whose MD5 is not {archive.md5}: not the expected "
+                       "archive (a proxy's page or a damaged copy). It was deleted; try again or download it by hand.",
+                       f"по адресу {archive.url} пришёл файл {size:,} байт с другой MD5 (не {archive.md5}): это не "
+                       "ожидаемый архив. Он удалён; попробуйте снова или скачайте архив вручную."))
+
+
+def tiny_imagenet_archive():
+    """The official Tiny ImageNet archive, or the same archive at the address in $HW_TINY_URL."""
+    url = os.environ.get(TINY_URL_ENV)
+    return Archive(url, TINY_IMAGENET.name, TINY_IMAGENET.size, TINY_IMAGENET.md5) if url else TINY_IMAGENET
