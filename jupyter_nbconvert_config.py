@@ -10,3 +10,4 @@ c.TemplateExporter.extra_template_basedirs = [os.path.join(os.path.dirname(os.pa
 c.PDFExporter.template_name = "latex_ru"
 c.LatexExporter.template_name = "latex_ru"
 c.TagRemovePreprocessor.remove_input_tags = {"hide-input"}   # the code that words a conclusion: not for the reader
+c.TagRemovePreprocessor.remove_cell_tags = {"colab-setup"}    # the Colab set-up cell: does nothing outside Colab

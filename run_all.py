@@ -85,8 +85,10 @@ def export_report(executed, report_dir, pdf="auto"):
     routes = pdf_routes(pdf)
     for path in executed:
         nb = nbformat.read(path, as_version=4)
-        # the code that words a conclusion (cells tagged hide-input) is for the notebook, not for the reader
-        nb, _ = TagRemovePreprocessor(remove_input_tags={"hide-input"}, enabled=True).preprocess(nb, {})
+        # the code that words a conclusion (cells tagged hide-input) is for the notebook, not for the reader; nor is
+        # the Colab set-up cell (tag colab-setup), which does nothing outside Colab
+        nb, _ = TagRemovePreprocessor(remove_input_tags={"hide-input"}, remove_cell_tags={"colab-setup"},
+                                      enabled=True).preprocess(nb, {})
         html, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
         html_path = report_dir / (path.stem + ".html")
         html_path.write_text(html.replace("</head>", PRINT_CSS + "\n</head>", 1), encoding="utf-8")

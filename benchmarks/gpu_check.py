@@ -141,7 +141,7 @@ def main(argv=None):
         p.name: sum(r["profile_minutes_estimated"] for r in results["rows"] if r["precision"] == p.name)
         for p in precisions}
     results["check_s"] = time.time() - t_start
-    print(f"the whole gpu profile, estimated: " + ", ".join(f"{k} {v:.0f} min" for k, v in
+    print("the whole gpu profile, estimated: " + ", ".join(f"{k} {v:.0f} min" for k, v in
                                                             results["total_profile_minutes_estimated"].items()) +
           f" (this check took {results['check_s'] / 60:.1f} min)")
     if args.json:

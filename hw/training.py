@@ -80,8 +80,11 @@ def make_optimizer(model, cfg, total_steps):
     """AdamW with weight decay on conv/linear weights only; the one-cycle schedule over `total_steps`."""
     decay = [p for p in model.parameters() if p.dim() > 1]
     rest = [p for p in model.parameters() if p.dim() <= 1]
+    # on a GPU the fused AdamW: one kernel per step, and GradScaler then skips an overflowing step without asking the
+    # GPU whether it overflowed (no wait per step in fp16)
     opt = torch.optim.AdamW([{"params": rest, "weight_decay": 0.0},
-                             {"params": decay, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
+                             {"params": decay, "weight_decay": cfg.weight_decay}], lr=cfg.lr,
+                            fused=True if next(model.parameters()).is_cuda else None)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup,
                                                 div_factor=25, final_div_factor=1e3)
     return opt, sched

@@ -78,6 +78,7 @@ def check_pdf(report, nb_dir, notebooks=NOTEBOOKS):
             assert any("Layer (type:depth-idx)" in ln and "Param #" in ln for ln in lines), n
             assert not [ln for ln in lines if re.fullmatch(r"\s*=+\s*", ln) and len(ln.strip()) < 40], n  # no wrap
         assert 'display(Markdown("\\n".join(lines)))' not in text, n     # the conclusion's code is hidden
+        assert "REPO_URL" not in text and "google.colab" not in text, n         # so is the Colab set-up cell
         flat = text.replace(" ", "")
         missing = [h for h in table_headers(nb_dir / n) if h.replace(" ", "") not in flat]
         assert not missing, (n, missing)

@@ -43,11 +43,12 @@ def test_requirements_are_the_library_with_its_notebooks_and_dev_extras():
 
 def test_notebook_cells_read_like_the_report():
     """Figures are calls to named functions in hw/plots.py: code cells stay short (median at most 8 lines, none over
-    15)."""
+    15). The Colab set-up cell is not the report's: tools/set_repository.py writes it, the PDF does not show it."""
     import statistics
     import nbformat
     for nb in sorted(ROOT.glob("*.ipynb")):
-        sizes = [len(c.source.splitlines()) for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
+        sizes = [len(c.source.splitlines()) for c in nbformat.read(nb, as_version=4).cells
+                 if c.cell_type == "code" and "colab-setup" not in c.metadata.get("tags", [])]
         assert statistics.median(sizes) <= 8 and max(sizes) <= 15, (nb.name, sorted(sizes)[-3:])
 
 

@@ -1,6 +1,6 @@
 """Render the README's tables from files written by code, so no number in the README is typed by hand:
 results from weights/*_metrics.json and weights/timings.json (written by the notebooks and run_all.py),
-performance from benchmarks/results/*.json (written by benchmarks/train_speed.py), training times per kind of
+performance from benchmarks/results/*.json (written by benchmarks/train_speed.py and benchmarks/gpu_check.py), training times per kind of
 machine from benchmarks/estimates/*.json (benchmarks/profile_time.py); docs/engineering.md's layout table from
 benchmarks/layout/*.json; and experiments/README.md's tables of the recipe research from experiments/results/*.json
 (written by experiments/sweep.py and experiments/compare.py).
@@ -176,6 +176,8 @@ def perf_table():
              "data) img/s | GFLOP/img (train) | ours GFLOP/s | % of the precision's matmul peak | inference img/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for f in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        if f.name.startswith("gpu_check"):
+            continue
         r = json.loads(f.read_text())
         machine = f"{r.get('machine', r['device'] + ', ' + str(r['threads']) + ' threads')} (`{f.name}`" + \
             (f", {r['date'][:10]}, {r['data']} data, median of {r['repeats']})" if "date" in r else
@@ -188,6 +190,26 @@ def perf_table():
                          f"{row['usual_model_only_fp32_img_s']:.1f} | {row['train_gflop_per_img']:.2f} | "
                          f"{row['ours_gflops']:.0f} | {row['pct_of_peak']:.0f} % of {peak:.0f} | "
                          f"{row['inference_img_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def gpu_table():
+    """One row per model and precision of each GPU check (benchmarks/gpu_check.py --json
+    benchmarks/results/gpu_check_<gpu>.json), or a line saying there is none yet."""
+    files = sorted((ROOT / "benchmarks" / "results").glob("gpu_check*.json"))
+    if not files:
+        return ("No GPU check has been run yet: `python benchmarks/gpu_check.py --json "
+                "benchmarks/results/gpu_check_<gpu>.json` on a CUDA GPU writes the file this table is made from.")
+    lines = ["| GPU | precision | model | batch | img/s | GFLOP/img (train) | % of the precision's matmul peak | peak "
+             "memory, GB | `gpu` profile, estimated min |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in files:
+        r = json.loads(f.read_text())
+        for row in r["rows"]:
+            peak = r["matmul_peak_gflops"][row["precision"]]
+            lines.append(f"| {r['machine']} (`{f.name}`, {r['date'][:10]}, commit {r['commit']}) | {row['precision']} | "
+                         f"{row['model']} | {row['batch']} | {row['img_s']:.0f} | {row['train_gflop_per_img']:.2f} | "
+                         f"{row['pct_of_peak']:.1f} % of {peak:.0f} | {row['peak_memory_gb'] or 0:.1f} | "
+                         f"{row['profile_minutes_estimated']:.1f} |")
     return "\n".join(lines)
 
 
@@ -425,8 +447,8 @@ def decisions_table():
 BLOCKS = {"results": results_table, "decisions": decisions_table, "layout": layout_table, "times": times_table,
           "perf": perf_table, "sweep": sweep_table, "candidates": candidates_table, "checklist": checklist_table,
           "splits": splits_text, "reproduction": reproduction_text, "demo": demo_text, "retired": retired_text,
-          "ablation": ablation_table, "summary": summary_ru}
-FILES = {"README.md": ("summary", "demo", "checklist", "splits", "results", "times", "reproduction", "perf"),
+          "ablation": ablation_table, "summary": summary_ru, "gpu": gpu_table}
+FILES = {"README.md": ("summary", "demo", "checklist", "splits", "results", "times", "reproduction", "perf", "gpu"),
          "docs/engineering.md": ("layout",), "experiments/README.md": ("retired", "decisions", "ablation", "candidates", "sweep")}
 
 
