@@ -89,6 +89,12 @@ def export_report(executed, report_dir, pdf="auto"):
         # the Colab set-up cell (tag colab-setup), which does nothing outside Colab
         nb, _ = TagRemovePreprocessor(remove_input_tags={"hide-input"}, remove_cell_tags={"colab-setup"},
                                       enabled=True).preprocess(nb, {})
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        for i, c in enumerate(code, 1):      # numbered 1, 2, 3, ... as shown: no gap where a cell is hidden
+            c.execution_count = i
+            for o in c.get("outputs", []):
+                if "execution_count" in o:
+                    o["execution_count"] = i
         html, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
         html_path = report_dir / (path.stem + ".html")
         html_path.write_text(html.replace("</head>", PRINT_CSS + "\n</head>", 1), encoding="utf-8")
