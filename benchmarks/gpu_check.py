@@ -114,7 +114,10 @@ def main(argv=None):
         print(f"{results['machine']}: {prec.name} ({prec.reason}); matmul peak {peak:.0f} GFLOP/s", flush=True)
         for name, make, cfg, task, kind in models(recipe):
             train, val = data[kind]
-            flops = train_flops_per_image(make())
+            model = make()
+            if cfg.freeze_encoder:          # variant A: no backward through the frozen stages
+                model.freeze_encoder(True)
+            flops = train_flops_per_image(model)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             one = dataclasses.replace(cfg, epochs=1, min_size=0)        # one epoch at full size

@@ -35,7 +35,8 @@ LANG_ENV = "HW_LANG"      # "ru": the lines the library prints are Russian (the 
 
 def tr(en, ru):
     """A printed line in the language of the outputs: Russian in the notebooks (`setup` sets HW_LANG=ru), English in
-    scripts and tests. Errors stay English everywhere."""
+    scripts and tests. Errors stay English, except those a notebook's reader must act on (missing or too little
+    data, a missing checkpoint, a precision the GPU lacks)."""
     return ru if os.environ.get(LANG_ENV) == "ru" else en
 
 

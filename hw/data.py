@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,12 +74,21 @@ def _unpack_zip(zip_path):
         return dest
     print(tr(f"unpacking {shown_path(zip_path)} -> {shown_path(dest)} (once)",
              f"распаковываю {shown_path(zip_path)} -> {shown_path(dest)} (один раз)"))
+    # into a side folder moved into place whole, so no reader sees a half-unpacked folder; a folder there that this
+    # code did not unpack (no marker) is unpacked over, as it is
+    ours = marker.exists() or not dest.exists()
+    target = dest.with_name(dest.name + ".unpacking") if ours else dest
+    if ours:
+        shutil.rmtree(target, ignore_errors=True)
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(dest)
+            zf.extractall(target)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise DataError(f"cannot unpack {zip_path}: {e}. The archive is damaged; download it again.") from e
-    marker.write_text(stamp)
+    (target / ".unpacked").write_text(stamp)
+    if ours:
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(target, dest)
     return dest
 
 

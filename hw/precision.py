@@ -137,9 +137,13 @@ def _decide_cuda(requested):
     except TypeError:           # torch < 2.3 has no including_emulation; its answer is the capability's
         bf16_native = major >= 8
     if requested == "bf16" and not bf16_native:
-        raise ValueError(f"{gpu} computes bf16 only by emulation (native bf16 needs compute capability 8.0): "
-                         "training would be several times slower than in fp16, if cuDNN runs it at all. Use "
-                         "precision='auto' (fp16 with a gradient scaler here), 'fp16' or 'fp32'.")
+        raise ValueError(tr(
+            f"{gpu} computes bf16 only by emulation (native bf16 needs compute capability 8.0): training would be "
+            "several times slower than in fp16, if cuDNN runs it at all. Use precision='auto' (fp16 with a gradient "
+            "scaler here), 'fp16' or 'fp32'.",
+            f"{gpu} считает bf16 только эмуляцией (нативный bf16 — с compute capability 8.0): обучение шло бы в "
+            "несколько раз медленнее, чем в fp16, если cuDNN вообще его выполнит. Укажите precision='auto' (здесь "
+            "fp16 с масштабированием градиентов), 'fp16' или 'fp32'."))
     if requested != "auto":
         return Precision("cuda", requested, major >= 7, f"{gpu}; asked for: {requested}")
     if bf16_native:

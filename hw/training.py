@@ -90,6 +90,16 @@ def make_optimizer(model, cfg, total_steps):
     return opt, sched
 
 
+def load_state(obj, state):
+    """obj.load_state_dict(state); an optimizer keeps its own kernel choice (fused on a GPU), not the saved one: a run
+    resumed on another device, or begun before the choice, would otherwise hand GradScaler's arguments to a kernel
+    that takes none."""
+    kernel = [(g.get("fused"), g.get("foreach")) for g in getattr(obj, "param_groups", [])]
+    obj.load_state_dict(state)
+    for g, (fused, foreach) in zip(getattr(obj, "param_groups", []), kernel):
+        g["fused"], g["foreach"] = fused, foreach
+
+
 def on_device(data, device):
     """On a GPU the whole split lives there as uint8 and is augmented there; elsewhere it stays as it is."""
     if device.type != "cuda":
@@ -147,7 +157,7 @@ def fit(model, train, val, cfg: TrainConfig, task, out_dir, precision=None, call
     if (state := resume_state(last, key)) is not None:
         for obj, k in ((model, "model"), (opt, "optimizer"), (sched, "scheduler"), (scaler, "scaler")):
             if state.get(k):        # a scaler's state only where the run was in fp16
-                obj.load_state_dict(state[k])
+                load_state(obj, state[k])
         history, start, best = state["history"], state["epoch"], state["best"]
         more = start < cfg.epochs
         print(f"{shown_path(out_dir)}: " + tr(f"{start} of {cfg.epochs} epochs were done" + ", resuming" * more,
@@ -217,7 +227,7 @@ def estimate_fit_time(model, train, val, cfg: TrainConfig, task, precision=None,
         if hasattr(m, "freeze_encoder"):
             m.freeze_encoder(cfg.freeze_encoder)
         m.train()
-        opt, scaler = torch.optim.AdamW(m.parameters(), lr=1e-6), prec.scaler()
+        opt, scaler = make_optimizer(m, cfg, 1)[0], prec.scaler()     # fit's optimizer, on a copy
         gen = torch.Generator().manual_seed(0)
         for side in {sides[0], sides[-1]}:
             aug, times = BatchAugment(cfg.augment, side), []

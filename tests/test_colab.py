@@ -77,6 +77,13 @@ def test_in_colab_it_clones_shallowly_and_installs_only_what_colab_lacks(colab, 
     assert sum("clone" in c for c in calls["git"]) == 1 and len(calls["pip"]) == 1
 
 
+def test_a_clone_that_fails_says_why_in_russian(colab, tmp_path):
+    content, calls = colab
+    with pytest.raises(SystemExit, match="Не удалось клонировать file://.*репозиторий публичный"):
+        exec(set_repository.setup_cell(f"file://{tmp_path / 'no-such-repo'}"), {})
+    assert not calls["pip"]
+
+
 def test_opened_from_google_drive_it_uses_the_project_folder_there(colab):
     content, calls = colab
     folder = project(content / "drive" / "MyDrive" / "Colab Notebooks" / "hw-unet")

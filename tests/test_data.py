@@ -59,6 +59,24 @@ def test_tiny_from_zip_and_cache(tiny_root, tmp_path):
     assert torch.equal(a.images, common.read_tiny_imagenet(tiny_root, classes=2, progress=False).images)
 
 
+def test_an_interrupted_unpack_is_never_read_and_a_users_own_folder_is_never_deleted(tiny_root, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setenv("HW_DATA_DIR", str(tmp_path / "data"))
+    zpath = tmp_path / "MOON_SEGMENTATION_BINARY.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("MOON_SEGMENTATION_BINARY/images/render/render0001.png", b"x")
+    half = tmp_path / "data" / "MOON_SEGMENTATION_BINARY.unpacking"      # left by a run killed while unpacking
+    half.mkdir(parents=True)
+    (half / "junk").write_text("")
+    dest = hw.data._unpack_zip(zpath)
+    assert (dest / ".unpacked").exists() and not half.exists() and not (dest / "junk").exists()
+    assert (dest / "MOON_SEGMENTATION_BINARY" / "images" / "render" / "render0001.png").exists()
+    (dest / ".unpacked").unlink()                                          # now a folder this code did not unpack
+    (dest / "mine.txt").write_text("a student's file")
+    hw.data._unpack_zip(zpath)
+    assert (dest / "mine.txt").read_text() == "a student's file" and (dest / ".unpacked").exists()
+
+
 def test_tiny_errors(tiny_root, tmp_path):
     with pytest.raises(DataError, match="not found.*cs231n"):
         common.read_tiny_imagenet(tmp_path / "nope")

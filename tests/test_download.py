@@ -17,8 +17,9 @@ class Server(http.server.ThreadingHTTPServer):
     """Serves one file at /<name>, honouring "Range: bytes=N-"; `cut_after` bytes into the first response it drops
     the connection (a network that fails mid-way). Records the Range header of every request."""
 
-    def __init__(self, payload, name, cut_after=None):
-        self.payload, self.name, self.cut_after, self.ranges = payload, name, cut_after, []
+    def __init__(self, payload, name, cut_after=None, ignore_range=False):
+        self.payload, self.name, self.cut_after, self.ignore_range, self.ranges = payload, name, cut_after, \
+            ignore_range, []
         super().__init__(("127.0.0.1", 0), Handler)
 
     @property
@@ -34,6 +35,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         srv = self.server
         rng = self.headers.get("Range")
         srv.ranges.append(rng)
+        rng = None if srv.ignore_range else rng
         start = int(rng.split("=")[1].rstrip("-")) if rng else 0
         body = srv.payload[start:]
         self.send_response(206 if rng else 200)
@@ -53,8 +55,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def serve():
     servers = []
 
-    def start(payload, name="tiny-imagenet-200.zip", cut_after=None):
-        srv = Server(payload, name, cut_after)
+    def start(payload, name="tiny-imagenet-200.zip", cut_after=None, ignore_range=False):
+        srv = Server(payload, name, cut_after, ignore_range)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
         return srv
@@ -98,6 +100,29 @@ def test_an_interrupted_download_resumes_where_it_stopped(serve, tiny_zip, tmp_p
     assert srv.ranges == [None, f"bytes={len(tiny_zip) // 3}-"]     # the second request asked for the rest only
     assert path.read_bytes() == tiny_zip and not part.exists()
     assert "resuming at" in capsys.readouterr().out
+
+
+def test_a_server_that_ignores_range_gets_the_whole_file_again(serve, tiny_zip, tmp_path):
+    srv = serve(tiny_zip, cut_after=1000, ignore_range=True)
+    with pytest.raises(common.DataError, match="run the cell again"):
+        hw.download.download(archive(srv, tiny_zip), tmp_path, progress=False)
+    path = hw.download.download(archive(srv, tiny_zip), tmp_path, progress=False)
+    assert srv.ranges == [None, "bytes=1000-"] and path.read_bytes() == tiny_zip      # 200, not 206: from byte 0
+
+
+def test_a_complete_part_left_before_its_check_is_checked_without_a_request(serve, tiny_zip, tmp_path):
+    srv = serve(tiny_zip)
+    (tmp_path / "tiny-imagenet-200.zip.part").write_bytes(tiny_zip)
+    assert hw.download.download(archive(srv, tiny_zip), tmp_path, progress=False).read_bytes() == tiny_zip
+    assert srv.ranges == []
+
+
+def test_a_short_page_instead_of_the_archive_is_not_resumed(serve, tmp_path):
+    """A proxy's page: a complete response, far smaller than the archive."""
+    srv = serve(b"<html>log in to the network</html>")
+    with pytest.raises(common.DataError, match="not the archive"):
+        hw.download.download(Archive(srv.url, "t.zip", 10_000, "0" * 32), tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_file_with_another_md5_is_refused_and_deleted(serve, tiny_zip, tmp_path):

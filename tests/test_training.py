@@ -118,6 +118,25 @@ def test_fp16_resume_restores_the_gradient_scaler(cls_data, small, tmp_path):
     assert list(full["loss_scale"]) == [2.0 ** 16, 2.0 ** 15, 2.0 ** 15]
 
 
+def test_a_resumed_optimizer_keeps_its_own_kernel_under_the_gradient_scaler(small):
+    """A run begun with the plain AdamW (on a CPU, or before the GPU's fused one) resumes into a fused AdamW: the
+    loaded state must not switch its kernel back, or GradScaler hands its arguments to a kernel that takes none."""
+    import hw.training
+    model, x = torch.nn.Linear(4, 2), torch.randn(3, 4)
+    saved = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(x).sum().backward()
+    saved.step()
+    fused = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    hw.training.load_state(fused, saved.state_dict())
+    assert fused.param_groups[0]["fused"] and int(fused.state_dict()["state"][0]["step"]) == 1
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)      # small: this step must not overflow
+    with FP16.autocast():
+        loss = model(x).float().sum()
+    scaler.scale(loss).backward()
+    scaler.step(fused)          # the plain load_state_dict made this raise "Expected grad_scale ... to be None"
+    assert int(fused.state_dict()["state"][0]["step"]) == 2
+
+
 def test_another_task_is_another_run(cls_data, small, tmp_path, capsys):
     common.fit(small.classifier(), *cls_data, common.TrainConfig(epochs=1, batch_size=30), CLS, tmp_path)
     capsys.readouterr()

@@ -34,7 +34,9 @@ if "google.colab" in sys.modules and not Path("common.py").exists():
     repo = project(here) or (project(drive / "MyDrive") if drive.is_dir() else None)
     if repo is None and REPO_URL:
         repo = here / REPO_URL.rstrip("/").split("/")[-1]
-        subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, str(repo)], check=True)
+        if subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, str(repo)]).returncode:
+            raise SystemExit(f"Не удалось клонировать {{REPO_URL}} в {{repo}}: проверьте, что репозиторий публичный, "
+                             "и удалите папку, если она осталась от прерванной попытки.")
     if repo is None:  # ноутбук открыт с Google Диска: подключить Диск и искать там
         from google.colab import drive as gdrive
         gdrive.mount(str(drive))
