@@ -213,6 +213,31 @@ def gpu_table():
     return "\n".join(lines)
 
 
+T4_FP16_PEAK_GFLOPS = 65_000       # NVIDIA's T4 datasheet: fp16 on tensor cores (Colab's free GPU)
+
+
+def colab_time_text():
+    """A labelled estimate of the `gpu` profile's training minutes on a T4, until a GPU check measures one: each
+    notebook's training FLOPs (the profile's epochs x images x GFLOP per image at 128 px) at the efficiency (% of the
+    matmul peak) measured on the H200 (benchmarks/results/h200_2cores.json, older code), on the T4's nominal peak.
+    Progressive resizing and validation are left out."""
+    import common
+    rows = {r["model"]: r for r in json.loads((ROOT / "benchmarks" / "results" / "h200_2cores.json").read_text())["rows"]}
+    rec = common.recipe("gpu")
+    images, frames = rec.classes * 500 * 9 // 10, 800      # Tiny ImageNet's train split; moon train + val of 1000
+
+    def minutes(model, epochs, n):
+        r = rows[model]
+        return epochs * n * r["train_gflop_per_img"] / (T4_FP16_PEAK_GFLOPS * r["pct_of_peak"] / 100) / 60
+    m = [minutes("classifier", rec.classifier.epochs, images), minutes("unet", rec.unet.epochs, frames),
+         2 * minutes("unet", rec.frozen.epochs + rec.finetuned.epochs, frames)]
+    return (f"An estimate, not a measurement, of the training on a T4: about **{m[0]:.0f} min** for notebook 01, "
+            f"**{m[1]:.0f} min** for 02 and **{m[2]:.0f} min** for 03 (its four fits counted at the U-Net's cost per "
+            f"frame): each notebook's training FLOPs at the share of the matmul peak that the H200 reached with older "
+            f"code ({rows['classifier']['pct_of_peak']:.0f} % and {rows['unet']['pct_of_peak']:.0f} %), on the T4's "
+            f"nominal {T4_FP16_PEAK_GFLOPS / 1000:.0f} TFLOP/s in fp16 (`tools/readme_tables.py`, `colab_time_text`).")
+
+
 def times_table():
     """The `cpu` profile's training time per kind of machine, estimated before training from timed steps
     (benchmarks/profile_time.py, the estimate the notebooks print)."""
@@ -447,8 +472,10 @@ def decisions_table():
 BLOCKS = {"results": results_table, "decisions": decisions_table, "layout": layout_table, "times": times_table,
           "perf": perf_table, "sweep": sweep_table, "candidates": candidates_table, "checklist": checklist_table,
           "splits": splits_text, "reproduction": reproduction_text, "demo": demo_text, "retired": retired_text,
-          "ablation": ablation_table, "summary": summary_ru, "gpu": gpu_table}
-FILES = {"README.md": ("summary", "demo", "checklist", "splits", "results", "times", "reproduction", "perf", "gpu"),
+          "ablation": ablation_table, "summary": summary_ru, "gpu": gpu_table,
+          "colabtime": colab_time_text}
+FILES = {"README.md": ("summary", "demo", "checklist", "splits", "results", "times", "reproduction", "perf", "gpu",
+                       "colabtime"),
          "docs/engineering.md": ("layout",), "experiments/README.md": ("retired", "decisions", "ablation", "candidates", "sweep")}
 
 
