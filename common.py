@@ -14,7 +14,9 @@ from hw.precision import (
 from hw.data import (
     pil_to_rgb, resize, resize_uint8, tiny_folder, moon_folder, ImageSet, MaskSet, find_dataset,
     read_tiny_imagenet, read_moon, stratified_split, coverage_bins, MOON_SELECTION_FILE, moon_selection, moon_splits,
-    BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, load_datasets)  # noqa: F401
+    BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, MIN_MOON_FRAMES, MIN_IMAGES_PER_CLASS, data_places,
+    missing_data_error, load_datasets)  # noqa: F401
+from hw.download import Archive, TINY_IMAGENET, download, tiny_imagenet_archive  # noqa: F401
 from hw.synthetic import make_synthetic_tiny_imagenet, make_synthetic_moon  # noqa: F401
 from hw.augment import (
     IMAGENET_MEAN, IMAGENET_STD, normalize, AugmentConfig, BatchAugment, model_input, prepare_batch)  # noqa: F401
@@ -31,7 +33,7 @@ from hw.training import (
     TrainConfig, run_key, train_step, to_device, fit, estimate_fit_time)  # noqa: F401
 from hw.checkpoints import (
     CHECKPOINT_FORMAT, save_checkpoint, load_checkpoint, preprocess, weights_digest)  # noqa: F401
-from hw.recipes import Recipe, PROFILES, recipe, resolve_profile  # noqa: F401
+from hw.recipes import Recipe, PROFILES, NOTEBOOK_DATA, recipe, resolve_profile  # noqa: F401
 from hw.pipeline import (
     Setup, setup, train_or_reuse, fit_data, export_final, export_segmentation)  # noqa: F401
 from hw.plots import (

@@ -228,8 +228,8 @@ def find_dataset(name, data_dir=None):
 def missing_data_error(kind, data_dir=None):
     """The DataError of a notebook whose dataset is nowhere in `data_places`: which data, and exactly where to put
     it (in Russian in the notebooks)."""
-    places = ", ".join([shown_path(p) for p in data_places(data_dir)[:2 + bool(data_dir)]] +
-                       [str(p) for p in COLAB_PLACES[:2]])
+    places = ", ".join(dict.fromkeys([*([str(data_dir)] if data_dir else []), shown_path(data_root()),
+                                      shown_path(shared_data()), *map(str, COLAB_PLACES[:2])]))
     if kind == "tiny":
         return DataError(tr(
             f"Tiny ImageNet-200 was not found in {places}, nor could it be downloaded from {TINY_URL}. Put "
