@@ -2,7 +2,7 @@
 AugmentationSequential doing the same (random resized crop to 128, flips, rotation, colour jitter), image +
 mask, per-sample parameters, on the same batch and device.
 
-    python benchmarks/augment_speed.py
+    python benchmarks/augment_speed.py [--json r.json]
 """
 import argparse
 import sys
@@ -24,7 +24,11 @@ def bench(fn, reps=10):
 
 
 def main(argv=None):
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=10, help="timed calls per measurement (after one warm-up)")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    rows = []
     torch.set_num_threads(2)
     device = common.default_device()
     g = torch.Generator().manual_seed(0)
@@ -34,8 +38,8 @@ def main(argv=None):
         x = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
         m = (torch.rand(shape[0], 1, *shape[2:], device=device) > 0.8).to(torch.uint8)
         ours = common.BatchAugment(cfg)
-        t_ours = bench(lambda: ours(x, m, g))
-        line = f"{name}: ours {t_ours:.1f} ms"
+        t_ours = bench(lambda: ours(x, m, g), args.reps)
+        line, row = f"{name}: ours {t_ours:.1f} ms", {"batch": name, "ours_ms": t_ours, "kornia_ms": None}
         try:
             import kornia.augmentation as K
             seq = K.AugmentationSequential(
@@ -45,11 +49,15 @@ def main(argv=None):
                 K.ColorJiggle(cfg.brightness, cfg.contrast, cfg.saturation, p=1.0),
                 data_keys=["input", "mask"])
             xf = x.float() / 255
-            t_k = bench(lambda: seq(xf, m.float()))
+            t_k = bench(lambda: seq(xf, m.float()), args.reps)
             line += f" | kornia {t_k:.1f} ms ({t_k / t_ours:.1f}× ours)"
+            row["kornia_ms"] = t_k
         except ImportError:
             line += " | kornia not installed"
         print(line, flush=True)
+        rows.append(row)
+    if args.json:
+        common.save_json({"machine": common.machine(device), "reps": args.reps, "rows": rows}, args.json)
 
 
 if __name__ == "__main__":

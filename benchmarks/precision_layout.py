@@ -19,7 +19,7 @@ import common  # noqa: E402
 from benchmarks.train_speed import commit  # noqa: E402
 
 
-def img_s(model, batch, dtype, channels_last, train):
+def img_s(model, batch, dtype, channels_last, train, reps=3):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt).train(train)
     x = torch.randn(batch, 3, 128, 128, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=fmt)
@@ -29,14 +29,16 @@ def img_s(model, batch, dtype, channels_last, train):
             out = model(x)
         if train:
             out.float().square().mean().backward()
-    return batch / common.timed(step)         # best of 3 after a warm-up
+    return batch / common.timed(step, reps)   # best of `reps` after a warm-up
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", default=None)
     ap.add_argument("--emulated-bf16", action="store_true", help="time bf16 even where it is not native")
+    ap.add_argument("--quick", action="store_true", help="batches of 2, one timing each: checks the script, not speed")
     args = ap.parse_args(argv)
+    div, reps = (32, 1) if args.quick else (1, 3)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     dtypes = ["fp32"] + (["bf16"] if common.native_bf16() or args.emulated_bf16 else [])
     rows = []
@@ -44,13 +46,15 @@ def main(argv=None):
         for dtype in dtypes:
             for cl in (False, True):
                 torch.manual_seed(0)
-                row = {"model": name, "batch": batch, "precision": dtype, "channels_last": cl,
-                       "train_img_s": img_s(make(), batch, dtype, cl, True),
-                       "inference_img_s": img_s(make(), 128 if name == "classifier" else 32, dtype, cl, False)}
+                row = {"model": name, "batch": max(1, batch // div), "precision": dtype, "channels_last": cl,
+                       "train_img_s": img_s(make(), max(1, batch // div), dtype, cl, True, reps),
+                       "inference_img_s": img_s(make(), max(1, (128 if name == "classifier" else 32) // div), dtype,
+                                                cl, False, reps)}
                 rows.append(row)
                 print(f"{name:10s} {dtype} {'channels_last' if cl else 'NCHW         '}: train "
                       f"{row['train_img_s']:6.1f} img/s, inference {row['inference_img_s']:6.1f} img/s", flush=True)
     res = {"machine": common.machine(), "native_bf16": common.native_bf16(), "torch": torch.__version__,
+           "quick": args.quick,
            "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     if args.json:
         common.save_json(res, args.json)

@@ -24,15 +24,17 @@ from benchmarks.train_speed import commit  # noqa: E402
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--profile", default="cpu", choices=["cpu", "gpu", "demo"],
+                    help="demo: its synthetic data (written under --out) and schedules: checks the script quickly")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--out", default=str(ROOT), help="where the demo's synthetic data is written")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if torch.get_num_threads() > 2 and common.default_device().type == "cpu":
         torch.set_num_threads(2)
     prec = common.compute_precision()
     r, models = common.recipe(args.profile), {}
-    tiny, moon = r.datasets("tiny", args.data, progress=False), r.datasets("moon", args.data, progress=False)
+    tiny, moon = (r.datasets(kind, args.data, args.out, progress=False) for kind in ("tiny", "moon"))
     # each model (its committed architecture) with the profile's recipe, as the notebooks train it
     for name, cfg in (("classifier", r.classifier), ("unet", r.unet), ("backbone_unet_frozen", r.frozen),
                       ("backbone_unet_finetuned", r.finetuned)):
