@@ -7,7 +7,7 @@ installs with `pip install .` (pyproject.toml) where a notebook runs outside thi
 
 from hw.core import (
     ROOT, INPUT_SIZE, DataError, CheckpointError, TrainingError, LANG_ENV, tr, data_root, shared_data, atomic_write,
-    save_json, seed_everything, default_device, count_params, shown_path, results_file, decisions)  # noqa: F401
+    save_json, seed_everything, default_device, count_params, shown_path)  # noqa: F401
 from hw.precision import (
     PRECISIONS, PRECISION_ENV, BF16_MIN_SPEEDUP, Precision, cpu_flags, cpu_name, native_bf16, machine,
     timed, evaluation_precision, compute_precision, environment)  # noqa: F401

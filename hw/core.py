@@ -61,21 +61,6 @@ def shown_path(path):
     return p.name
 
 
-def results_file(name):
-    """A results file of the experiments (experiments/results/<name>, written by code there), which the notebooks
-    quote instead of typing its numbers."""
-    return json.loads((ROOT / "experiments" / "results" / name).read_text())
-
-
-def decisions():
-    """The recipe decisions of experiments/compare.py (experiments/results/decisions.json) as the notebooks quote them:
-    {"candidates": {name: row}, "threshold": {model: row}, ...}; a candidate's row holds its seeds, the difference to
-    the baseline (pooled and per seed), its interval at its `level` and the verdict."""
-    d = results_file("decisions.json")
-    return {**d, "candidates": {r["candidate"]: r for r in d["candidates"]},
-            "threshold": {r["model"].split(" ")[0]: r for r in d["threshold"]}}
-
-
 def atomic_write(path, write):
     """Call write(tmp_path) and move the result over `path` in one step: readers never see half a file."""
     path = Path(path)

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 import common
+from experiments import results
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["01_classifier.ipynb", "02_unet.ipynb", "03_backbone_unet.ipynb"]
@@ -161,7 +162,7 @@ def test_notebook_03_writes_the_ablation_with_test_scores_for_the_final_fits_onl
     the design chosen on val, whose weights the notebook trained and exported."""
     out = demo_run[0]
     abl = json.loads((out / "weights" / "backbone_ablation.json").read_text())
-    val = common.results_file("backbone_ablation_val.json")
+    val = results.load("backbone_ablation_val.json")
     assert [r["name"] for r in abl["rows"]] == [r["name"] for r in val["rows"]] and abl["best"] == val["best"]
     keys = {"name", "encoder", "frozen", "output_size", "seeds", "val_iou", "verdict_vs_literal_B", "test_iou",
             "test_iou_ci", "ceiling_iou", "weights", "train_minutes"}

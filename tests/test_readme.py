@@ -77,3 +77,11 @@ def test_committed_pdf_report_reads_like_a_russian_report():
             lines = text.splitlines()
             assert any("Layer (type:depth-idx)" in ln and "Param #" in ln for ln in lines), name
             assert not [ln for ln in lines if re.fullmatch(r"\s*=+\s*", ln) and len(ln.strip()) < 40], name  # no wrap
+
+
+def test_the_library_reads_no_experiment_results():
+    """The recipe research's results are quoted by the notebooks and tools (experiments/results.py), never read by
+    the library: hw/ names no results file."""
+    for f in sorted((ROOT / "hw").glob("*.py")):
+        text = f.read_text()
+        assert not re.search(r"""["']results["']|experiments/results|results\.json""", text), f.name

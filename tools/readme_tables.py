@@ -320,6 +320,7 @@ def checklist_table():
     """The course task, point by point: where the report shows it and its number (from the metrics files and the
     recipes of the cpu profile)."""
     import common
+    from experiments import results
     w = ROOT / "weights"
     m = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in
          ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned") if (w / f"{n}_metrics.json").exists()}
@@ -331,7 +332,7 @@ def checklist_table():
     bb_cfg = common.load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
     aug = r.classifier.augment
     test = lambda x: f"IoU на test {x['test']['iou']:.3f} ({ci(x['test']['iou_ci'])})"      # noqa: E731
-    flip_verdict = common.decisions()["candidates"].get("hflip", {}).get("verdict", "not compared")
+    flip_verdict = results.decisions()["candidates"].get("hflip", {}).get("verdict", "not compared")
     rows = [
         ("1", "своя CNN, не больше ~5M параметров, вход 128×128×3", "01 · Архитектура", f"{cls['params']:,} параметров"),
         ("1", "Tiny ImageNet-200, приведённый к 128×128 (любое число классов), свой стратифицированный split", "01 · Данные",
