@@ -33,8 +33,9 @@ SMOKE = {"images_per_class": 4, "moon_frames": 12}
 
 
 def synthetic_sets(classes, per_class, frames, device, seed=0):
-    """(train, val) of each task as the readers hold them (uint8; Tiny ImageNet at 64 px, moon frames at 128 px),
-    split 90/10 and 65/15 like the notebooks, made on `device` from random numbers: speed does not depend on content."""
+    """(train, val) of each task as the notebooks hold them (uint8; Tiny ImageNet at 64 px, moon frames at 128 px),
+    split 90/10 and 65/15, made on `device` from random numbers (speed does not depend on content); train stays on
+    the device (`fit` would move it there), val goes to the CPU (where `fit` leaves it)."""
     g = torch.Generator(device=device).manual_seed(seed)
     n = classes * per_class
     images = torch.randint(0, 256, (n, 3, 64, 64), generator=g, device=device, dtype=torch.uint8)
@@ -48,6 +49,9 @@ def synthetic_sets(classes, per_class, frames, device, seed=0):
     n_train, n_val = frames * 65 // 100, frames * 15 // 100
     ids = list(range(frames))
     moon = [common.MaskSet(frames_u8[a:b], masks[a:b], ids[a:b]) for a, b in ((0, n_train), (n_train, n_train + n_val))]
+    # val on the CPU, as the readers hold it: `evaluate` scores the logits it brings back there
+    tiny[1] = common.ImageSet(tiny[1].images.cpu(), tiny[1].labels.cpu(), names, names)
+    moon[1] = common.MaskSet(moon[1].images.cpu(), moon[1].masks.cpu(), moon[1].ids)
     return tiny, moon
 
 
