@@ -15,10 +15,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The best known submission of this task, as quoted in the project's issue (not our measurement).
-BEST_KNOWN = {"classifier": "top-1 62 % на 10 классах", "unet": "IoU 0.45, Dice 0.62, pixel acc. 0.92",
-              "backbone_unet_finetuned": "IoU 0.41 (бэкбон ниже базового U-Net)", "backbone_unet_frozen": "не приводится",
-              "backbone_unet_fullres": "не приводится"}
+# Public submissions of this task, each number with its source (repository and file, read 2026-12-07); their val
+# scores, on their own data and splits: not our measurement.
+RG, KU = "romangorbunov91/custom-U-Net", "ku9efeld/NN-Architecture"
+PEERS = {"classifier": f"top-1 62 % на val, 10 классов ({RG}, `train_logs/customResNet.json`)",
+         "unet": f"IoU 0.433, Dice 0.604, pixel acc. 0.918 ({RG}, `README.md`); IoU 0.338 ({KU}, "
+                 "`Homework-3/Report.md`)",
+         "backbone_unet_finetuned": f"IoU 0.398 с предобученным бэкбоном ({RG}, `README.md`); IoU 0.260, вариант B "
+                                    f"({KU}, `Homework-3/Report.md`)",
+         "backbone_unet_frozen": f"IoU 0.220, вариант A ({KU}, `Homework-3/Report.md`)",
+         "backbone_unet_fullres": "—"}
 
 
 VERDICT_RU = {"better": "лучше", "worse": "хуже", "undecided": "не различимы"}
@@ -38,12 +44,12 @@ def ci(c, fmt=".3f"):
 
 def results_table():
     w = ROOT / "weights"
-    rows = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in BEST_KNOWN
+    rows = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in PEERS
             if (w / f"{n}_metrics.json").exists()}
     if not rows:
         return "_No committed run yet: `python run_all.py --profile cpu` writes it._"
     lines = ["| модель | профиль | параметров (обучаемых) | обучение, мин | val (на нём делались выборы) | test, 95 % "
-             "интервал (кадры, которых не видел ни один выбор) | лучшая известная сдача |", "|---|---|---|---|---|---|---|"]
+             "интервал (кадры, которых не видел ни один выбор) | публичные сдачи (источник) |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         t = r.get("test")
         if name == "classifier":
@@ -58,10 +64,10 @@ def results_table():
                     f"{t['without_broken']['iou']:.3f})" if t else "нет")
         lines.append(f"| `{name}` | {r['profile']}{' (синтетика)' if r.get('synthetic') else ''} | "
                      f"{r['params']:,} ({r['trainable_params']:,}) | {r['train_time_s'] / 60:.1f} | {val} | {test} | "
-                     f"{BEST_KNOWN[name]} |")
-    lines.append("\n«Обучение, мин» — только эпохи обучения этой модели (B — без своего A). «Лучшая известная сдача» — "
-                 "цифры лучшей известной нам сдачи этого задания, как их приводит задача проекта; это не наш замер, "
-                 "её данные и выборки другие, поэтому сравнивать стоит только порядок величин.")
+                     f"{PEERS[name]} |")
+    lines.append("\n«Обучение, мин» — только эпохи обучения этой модели (B — без своего A). «Публичные сдачи» — "
+                 "числа из опубликованных решений этого задания (репозиторий и файл указаны; это их val). Это не наш "
+                 "замер: их данные, выборки и число классов другие, поэтому сравнивать стоит только порядок величин.")
     t = w / "timings.json"
     if t.exists():
         tm = json.loads(t.read_text())
