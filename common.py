@@ -37,5 +37,6 @@ from hw.recipes import Recipe, PROFILES, NOTEBOOK_DATA, recipe, resolve_profile 
 from hw.pipeline import (
     Setup, setup, train_or_reuse, fit_data, export_final, export_segmentation)  # noqa: F401
 from hw.plots import (
-    to_hwc, plot_history, plot_curves, plot_bars, plot_hist, plot_confusion, plot_top5, formatted, signed, interval,
+    to_hwc, plot_history, plot_curves, plot_bars, plot_hist, plot_confusion, plot_top5, formatted, stage_table, signed,
+    interval,
     report_formats, save_figure, show_images, overlay_errors, show_segmentation, LivePlot, caption, browse)  # noqa: F401

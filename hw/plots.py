@@ -127,6 +127,49 @@ def formatted(df, formats=None, precision=None):
     return out
 
 
+def stage_table(model, size=128):
+    """The architecture stage by stage, measured on the model itself (one forward pass of a size x size input with
+    hooks): per stage its blocks (residual `BasicBlock`s, else convolutions), kernel sizes, stride against the stage
+    before (1/2: upsampled), channels in -> out (a decoder block's input: the map from below + the skip), output size
+    and parameters. Stages: a classifier's stem, stages and head; the plain U-Net's encoder levels, decoder blocks and
+    head (notebook 03 tables its backbone U-Net's own way)."""
+    import pandas as pd
+    from torch import nn
+    from .models import BasicBlock
+    seg = not hasattr(model, "head")
+    parts = list(model.encoder.stages) + ([*model.decoder.blocks, model.decoder.head] if seg else [model.head])
+    n_enc, n_dec = len(model.encoder.stages), len(parts) - len(model.encoder.stages) - 1
+    names = ([f"энкодер {k + 1}" for k in range(n_enc)] + [f"декодер {k + 1}" for k in range(n_dec)] if seg else
+             ["стем"] + [f"стадия {k}" for k in range(1, n_enc)]) + ["голова"]
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, k=k: shapes.__setitem__(k, (i[0].shape, o.shape)))
+             for k, m in enumerate(parts)]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model.logits(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    rows, prev = [], torch.Size([1, 3, size, size])
+    for k, m in enumerate(parts):
+        (i, o), convs = shapes[k], [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+        res = sum(isinstance(b, BasicBlock) for b in m.modules())
+        flat = len(o) == 2                                  # the classifier's head: a vector
+        cin = f"{prev[1]} + {i[1] - prev[1]}" if i[1] != prev[1] else f"{i[1]}"
+        blocks = f"BasicBlock ×{res}" if res else f"Conv ×{len(convs)}" if convs else "пулинг + Linear"
+        rows.append({"стадия": names[k], "блоки": blocks,
+                     "ядро": ", ".join(f"{a}×{b}" for a, b in sorted({c.kernel_size for c in convs}, reverse=True))
+                     or "—",
+                     "шаг": "—" if flat else f"{prev[-1] // o[-1]}" if prev[-1] >= o[-1] else f"1/{o[-1] // prev[-1]}",
+                     "каналы": f"{cin} → {o[1]}", "выход": f"{o[1]}" if flat else f"{o[-2]}×{o[-1]}",
+                     "параметров": f"{sum(p.numel() for p in m.parameters()):,}"})
+        prev = o
+    return pd.DataFrame(rows).set_index("стадия")
+
+
 def signed(x, fmt="{:+.3f}"):
     """A signed number with a true minus sign (U+2212): a PDF line never breaks between the sign and the digits."""
     return fmt.format(x).replace("-", "\u2212")

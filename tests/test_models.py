@@ -116,3 +116,14 @@ def test_backbone_unet_full_resolution_level():
     assert not any(p.requires_grad for p in seg.encoder.backbone.parameters())
     with pytest.raises(ValueError, match="one width"):
         common.backbone_unet(cls.config, branch=(8, 12))
+
+
+@pytest.mark.parametrize("make", [lambda: common.Classifier(7), common.unet])
+def test_the_stage_table_accounts_for_every_parameter_and_ends_at_the_output(make):
+    """The report's per-stage architecture table is measured on the model: its parameters add up to the model's, and
+    its last stage has the output's shape (7 classes, or a 128x128 logit map)."""
+    model = make()
+    table = common.stage_table(model)
+    assert sum(int(p.replace(",", "")) for p in table["параметров"]) == common.count_params(model)
+    assert table["выход"].iloc[-1] == ("7" if isinstance(model, common.Classifier) else "128×128")
+    assert model.training                               # the forward pass left the mode as it was
