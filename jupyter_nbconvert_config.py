@@ -9,5 +9,9 @@ c = get_config()  # noqa: F821
 c.TemplateExporter.extra_template_basedirs = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")]
 c.PDFExporter.template_name = "latex_ru"
 c.LatexExporter.template_name = "latex_ru"
-c.TagRemovePreprocessor.remove_input_tags = {"hide-input"}   # the code that words a conclusion: not for the reader
-c.TagRemovePreprocessor.remove_cell_tags = {"colab-setup"}    # the Colab set-up cell: does nothing outside Colab
+# the reader sees the report, not its machinery (as run_all.py exports it): no code of the cells that word a
+# conclusion or set up the run (their output stays), no parameters cells, no Colab set-up cell, no "[12]:" prompts
+c.TagRemovePreprocessor.remove_input_tags = {"hide-input"}
+c.TagRemovePreprocessor.remove_cell_tags = {"parameters", "injected-parameters", "colab-setup"}
+c.TemplateExporter.exclude_input_prompt = True
+c.TemplateExporter.exclude_output_prompt = True

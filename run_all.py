@@ -49,10 +49,14 @@ PRINT_CSS = """<style>
 </style>"""
 
 
+HIDE_INPUT, REMOVE_CELLS = {"hide-input"}, {"parameters", "injected-parameters", "colab-setup"}
+NO_PROMPTS = {"exclude_input_prompt": True, "exclude_output_prompt": True}     # no "[12]:" beside the cells
+
+
 def pdf_latex(nb, pdf_path, html_path):
     """nbconvert's LaTeX route with the project's template (templates/latex_ru: Cyrillic fonts, wrapped lines)."""
     from nbconvert import PDFExporter
-    exporter = PDFExporter(template_name="latex_ru", extra_template_basedirs=[str(ROOT / "templates")])
+    exporter = PDFExporter(template_name="latex_ru", extra_template_basedirs=[str(ROOT / "templates")], **NO_PROMPTS)
     pdf_path.write_bytes(exporter.from_notebook_node(nb, resources={"metadata": {"path": str(ROOT)}})[0])
 
 
@@ -85,17 +89,12 @@ def export_report(executed, report_dir, pdf="auto"):
     routes = pdf_routes(pdf)
     for path in executed:
         nb = nbformat.read(path, as_version=4)
-        # the code that words a conclusion (cells tagged hide-input) is for the notebook, not for the reader; nor is
-        # the Colab set-up cell (tag colab-setup), which does nothing outside Colab
-        nb, _ = TagRemovePreprocessor(remove_input_tags={"hide-input"}, remove_cell_tags={"colab-setup"},
+        # the reader sees the report, not its machinery (the same tags as jupyter_nbconvert_config.py): no code of the
+        # cells that word a conclusion or set up the run (tag hide-input: their output stays), no parameters cells and
+        # no Colab set-up cell (which does nothing outside Colab)
+        nb, _ = TagRemovePreprocessor(remove_input_tags=HIDE_INPUT, remove_cell_tags=REMOVE_CELLS,
                                       enabled=True).preprocess(nb, {})
-        code = [c for c in nb.cells if c.cell_type == "code"]
-        for i, c in enumerate(code, 1):      # numbered 1, 2, 3, ... as shown: no gap where a cell is hidden
-            c.execution_count = i
-            for o in c.get("outputs", []):
-                if "execution_count" in o:
-                    o["execution_count"] = i
-        html, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
+        html, _ = HTMLExporter(embed_images=True, **NO_PROMPTS).from_notebook_node(nb)
         html_path = report_dir / (path.stem + ".html")
         html_path.write_text(html.replace("</head>", PRINT_CSS + "\n</head>", 1), encoding="utf-8")
         pdf_path = report_dir / (path.stem + ".pdf")
