@@ -6,7 +6,8 @@
 
 The URL lives in one place, pyproject.toml ([project.urls] Repository); this tool writes it there and renders from
 it what must be readable before the code is: each notebook's "Open in Colab" link (first cell), its Colab set-up
-cell (tag "colab-setup": the only code that runs before common.py exists), and the README's Colab links. Where no
+cell (tag "colab-setup": the only code that runs before common.py exists; it installs nothing, as Colab has every
+package the notebooks import), and the README's Colab links. Where no
 remote is known, the links say how to get them and the set-up cell says, in one Russian line, what to do.
 """
 import argparse
@@ -22,7 +23,8 @@ NOTEBOOKS = ["01_classifier.ipynb", "02_unet.ipynb", "03_backbone_unet.ipynb"]
 PYPROJECT = ROOT / "pyproject.toml"
 
 SETUP_CELL = '''\
-# Colab: код проекта (common.py, hw/) — из папки на Google Диске или неглубокий клон с GitHub; вне Colab ничего
+# Colab: код проекта (common.py, hw/) — из папки на Google Диске или неглубокий клон с GitHub; всё остальное в Colab
+# уже есть (его torch и ядро не меняются); вне Colab ячейка ничего не делает
 REPO_URL = {url!r}  # пишет `python tools/set_repository.py` (из git remote), не править
 import os, subprocess, sys
 from pathlib import Path
@@ -44,7 +46,6 @@ if "google.colab" in sys.modules and not Path("common.py").exists():
     if repo is None:
         raise SystemExit("Код проекта не найден: положите папку проекта на Google Диск и запустите ячейку снова "
                          "(или выполните `python tools/set_repository.py` в своём клоне и git push).")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", {extra}], check=True)
     os.chdir(repo)
     sys.path.insert(0, str(repo))'''
 LINK_NONE = ("Открыть в Colab: ссылка появится после `python tools/set_repository.py` (адрес репозитория берётся "
@@ -83,13 +84,8 @@ def colab_link(url, notebook, branch="main"):
             f"{branch}/{notebook})")
 
 
-def colab_extra():
-    """pyproject's extra "colab": the packages a Colab runtime lacks (its torch and kernel packages stay as they are)."""
-    return re.findall(r'"([^"]+)"', re.search(r"^colab = \[(.*?)\]", PYPROJECT.read_text(), re.M | re.S)[1])
-
-
 def setup_cell(url):
-    return SETUP_CELL.format(url=url, extra=", ".join(f'"{r}"' for r in colab_extra()))
+    return SETUP_CELL.format(url=url)
 
 
 def render_notebook(nb, url, notebook, branch="main"):
