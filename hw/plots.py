@@ -32,10 +32,14 @@ def _done(fig, path):
 def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("val",)):
     """One axis per metric m: the curves per epoch of each history ({label: DataFrame}), split_m for each of `splits`
     (train_m: on the training batches as the model saw them, augmented where the recipe augments, in training
-    precision). marks {x: label}: a dotted vertical line with its label at each x (e.g. where the input grows)."""
-    fig, axes = _figure(1, len(metrics), (4.2 * len(metrics), 3.2))
+    precision). marks {x: label}: a dotted vertical line with its label at each x (e.g. where the input grows). Two
+    panels per row, 7 inches wide in all: printed at a page's width, no text is smaller than 8 pt."""
+    cols, rows = min(len(metrics), 2), -(-len(metrics) // 2)
+    fig, axes = _figure(rows, cols, (3.5 * cols, 2.9 * rows))
+    for ax in axes.flat[len(metrics):]:         # an odd number of metrics: no empty panel
+        fig.delaxes(ax)
     names = {"train": tr("train (training batches)", "train (обучающие батчи)"), "val": "val"}
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes.flat, metrics):
         for run, h in histories.items():
             for split, style in zip(splits, ("-o", "-s")):
                 if f"{split}_{m}" in h:
@@ -43,7 +47,7 @@ def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("va
                     ax.plot(h["epoch"], h[f"{split}_{m}"], style, ms=3, label=label)
         for x, label in (marks or {}).items():
             ax.axvline(x, color="gray", ls=":", lw=1)
-            ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=7, color="gray",
+            ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=8, color="gray",
                     rotation=90, va="top", ha="left")
         ax.set(xlabel=tr("epoch", "эпоха"), title=m if len(splits) > 1 else f"{splits[0]} {m}")
         ax.grid(alpha=0.3)
