@@ -15,7 +15,7 @@ from hw.data import (
     pil_to_rgb, resize, resize_uint8, tiny_folder, moon_folder, ImageSet, MaskSet, find_dataset,
     read_tiny_imagenet, read_moon, stratified_split, coverage_bins, MOON_SELECTION_FILE, moon_selection, moon_splits,
     BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, MIN_MOON_FRAMES, MIN_IMAGES_PER_CLASS, data_places,
-    missing_data_error, load_datasets)  # noqa: F401
+    missing_moon_error, load_datasets)  # noqa: F401
 from hw.download import Archive, TINY_IMAGENET, download, tiny_imagenet_archive  # noqa: F401
 from hw.synthetic import make_synthetic_tiny_imagenet, make_synthetic_moon  # noqa: F401
 from hw.augment import (

@@ -163,7 +163,8 @@ def main(argv=None):
     if not selected:
         ap.error(f"--only {' '.join(args.only)} names none of {', '.join(NOTEBOOKS)}")
     try:        # each notebook's own data, before anything runs (Tiny ImageNet: notebook 01 downloads it)
-        profile = {common.resolve_profile(args.profile, args.data, n[:2]) for n in selected}.pop()
+        for name in selected:           # the same profile for each; a notebook's missing data stops the run here
+            profile = common.resolve_profile(args.profile, args.data, name[:2])
     except common.DataError as e:
         print(f"!! {e}")
         return 1

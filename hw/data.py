@@ -225,17 +225,11 @@ def find_dataset(name, data_dir=None):
                  if c.exists()), None)
 
 
-def missing_data_error(kind, data_dir=None):
-    """The DataError of a notebook whose dataset is nowhere in `data_places`: which data, and exactly where to put
-    it (in Russian in the notebooks)."""
+def missing_moon_error(data_dir=None):
+    """The DataError of a notebook whose moon set is nowhere in `data_places` (the one archive the notebooks cannot
+    download): exactly where to put it, in Russian in the notebooks."""
     places = ", ".join(dict.fromkeys([*([str(data_dir)] if data_dir else []), shown_path(data_root()),
                                       shown_path(shared_data()), *map(str, COLAB_PLACES[:2])]))
-    if kind == "tiny":
-        return DataError(tr(
-            f"Tiny ImageNet-200 was not found in {places}, nor could it be downloaded from {TINY_URL}. Put "
-            "tiny-imagenet-200.zip into one of those places and run the cell again.",
-            f"Tiny ImageNet-200 не найден ({places}) и не скачан с {TINY_URL}. Положите tiny-imagenet-200.zip в "
-            "одно из этих мест и запустите ячейку снова."))
     return DataError(tr(
         "The moon set was not found. Put MOON_SEGMENTATION_BINARY.zip (or its unpacked folder, with images/render "
         f"and images/ground) into one of: {places}. In Colab: upload the zip in the Files pane (it lands in /content), "
@@ -450,7 +444,7 @@ def load_datasets(kind, synthetic=None, data_dir=None, out_dir=ROOT, seed=0, pro
             from .download import download, tiny_imagenet_archive
             root = download(tiny_imagenet_archive(), data_root(), progress)
         if root is None:
-            raise missing_data_error(kind, data_dir)
+            raise missing_moon_error(data_dir)
     info = {"root": shown_path(root), "synthetic": bool(synthetic)}
     if kind == "tiny":
         full = read_tiny_imagenet(root, classes=classes, progress=progress)

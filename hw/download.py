@@ -7,7 +7,7 @@ import http.client
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .core import TINY_URL, DataError, progress_bar, shown_path, tr
@@ -101,4 +101,4 @@ def _fetch(archive, part, have, progress, timeout):
 def tiny_imagenet_archive():
     """The official Tiny ImageNet archive, or the same archive at the address in $HW_TINY_URL."""
     url = os.environ.get(TINY_URL_ENV)
-    return Archive(url, TINY_IMAGENET.name, TINY_IMAGENET.size, TINY_IMAGENET.md5) if url else TINY_IMAGENET
+    return replace(TINY_IMAGENET, url=url) if url else TINY_IMAGENET

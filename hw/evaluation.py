@@ -101,7 +101,8 @@ def predict(model, images, batch_size=256, device=None, tta=None, precision=None
 def evaluate(model, data, task, batch_size=256, device=None, precision=None):
     """Loss and the task's metrics on a whole split; in fp32 unless `precision` says otherwise (`fit` validates
     each epoch in its training precision: those numbers only pick the best epoch)."""
-    out, y = predict(model, data.images, batch_size, device, precision=precision), task.targets(data)
+    # the logits come back to the CPU (predict); so do the targets, wherever the split lives
+    out, y = predict(model, data.images, batch_size, device, precision=precision), task.targets(data).cpu()
     task.start()
     task.update(out, y)
     return {"loss": float(task.loss(out, y)), **task.result()}

@@ -142,9 +142,9 @@ def stage_table(model, size=128):
     from .models import BasicBlock
     seg = not hasattr(model, "head")
     parts = list(model.encoder.stages) + ([*model.decoder.blocks, model.decoder.head] if seg else [model.head])
-    n_enc, n_dec = len(model.encoder.stages), len(parts) - len(model.encoder.stages) - 1
-    names = ([f"энкодер {k + 1}" for k in range(n_enc)] + [f"декодер {k + 1}" for k in range(n_dec)] if seg else
-             ["стем"] + [f"стадия {k}" for k in range(1, n_enc)]) + ["голова"]
+    n_enc = len(model.encoder.stages)
+    names = ([f"энкодер {k + 1}" for k in range(n_enc)] + [f"декодер {k + 1}" for k in range(len(parts) - n_enc - 1)]
+             if seg else ["стем"] + [f"стадия {k}" for k in range(1, n_enc)]) + ["голова"]
     shapes = {}
     hooks = [m.register_forward_hook(lambda m, i, o, k=k: shapes.__setitem__(k, (i[0].shape, o.shape)))
              for k, m in enumerate(parts)]

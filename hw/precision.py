@@ -196,8 +196,9 @@ def evaluation_precision(device, precision=None):
 def compute_precision(device=None, precision=None, verbose=True):
     """The training step's precision on `device`: precision 'bf16' / 'fp16' / 'fp32' forces one, None or 'auto'
     follows the environment variable HW_PRECISION, else decides: on CUDA by the GPU's compute capability
-    (`_decide_cuda`: bf16 from 8.0, fp16 with a gradient scaler on 7.x, fp32 below); on a CPU bf16 only where it is native (its flags) and a short timed probe confirms it is at
-    least BF16_MIN_SPEEDUP x faster than fp32, else fp32; MPS fp32. channels_last everywhere but on MPS. Decided
+    (`_decide_cuda`: bf16 from 8.0, fp16 with a gradient scaler on 7.x, fp32 below); on a CPU bf16 only where it is
+    native (its flags) and a short timed probe confirms it is at least BF16_MIN_SPEEDUP x faster than fp32, else
+    fp32; MPS fp32. channels_last everywhere but on MPS. Decided
     once per process, device and request (the first call prints the choice and why); a Precision passes through."""
     if isinstance(precision, Precision):
         return precision

@@ -9,7 +9,7 @@ import torch
 
 from .augment import AugmentConfig
 from .core import ROOT
-from .data import find_dataset, load_datasets, missing_data_error
+from .data import find_dataset, load_datasets, missing_moon_error
 from .evaluation import ClassificationTask, SegmentationTask
 from .training import TrainConfig
 
@@ -89,7 +89,7 @@ def resolve_profile(profile="auto", data_dir=None, notebook=None):
     if profile == "auto" or PROFILES[profile].synthetic is None:
         for kind in NOTEBOOK_DATA.get(notebook, ()):
             if kind == "moon" and find_dataset(kind, data_dir) is None:
-                raise missing_data_error(kind, data_dir)
+                raise missing_moon_error(data_dir)
     if profile != "auto":
         return profile
     return "gpu" if torch.cuda.is_available() else "cpu"
