@@ -26,17 +26,22 @@ from hw.models import (
 from hw.metrics import (
     confusion_counts, seg_metrics, per_image_iou, micro_iou, paired_bootstrap_iou, topk_correct,
     best_threshold, bootstrap_iou, bootstrap_accuracy, ceiling_iou)  # noqa: F401
+from hw.tasks import dice_loss, ClassificationTask, SegmentationTask  # noqa: F401
 from hw.evaluation import (
-    dice_loss, ClassificationTask, SegmentationTask, predict, evaluate, classification_results,
-    segmentation_results, split_scores, held_out_scores)  # noqa: F401
+    predict, evaluate, classification_results, segmentation_results, split_scores, held_out_scores,
+    bn_refresh_probe)  # noqa: F401
 from hw.training import (
     TrainConfig, run_key, train_step, to_device, fit, estimate_fit_time)  # noqa: F401
 from hw.checkpoints import (
     CHECKPOINT_FORMAT, save_checkpoint, load_checkpoint, preprocess, weights_digest)  # noqa: F401
-from hw.recipes import Recipe, PROFILES, NOTEBOOK_DATA, recipe, resolve_profile  # noqa: F401
+from hw.recipes import (
+    CLASSIFIER_AUGMENT, NO_AUGMENT, BACKBONE_AUGMENT, LIGHT_AUGMENT, ModelRecipe, Recipe, CPU, PROFILES, NOTEBOOK_DATA,
+    vary, recipe, resolve_profile)  # noqa: F401
 from hw.pipeline import (
-    Setup, setup, train_or_reuse, fit_data, export_final, export_segmentation)  # noqa: F401
+    Setup, setup, Runs, reusable, final_weights, train_or_reuse, fit_data, export_final, export_classifier,
+    export_segmentation)  # noqa: F401
 from hw.plots import (
     to_hwc, plot_history, plot_curves, plot_bars, plot_hist, plot_confusion, plot_top5, formatted, stage_table, signed,
     interval,
     report_formats, save_figure, show_images, overlay_errors, show_segmentation, LivePlot, caption, browse)  # noqa: F401
+from hw import report  # noqa: F401,E402  (the notebooks' tables, figures and sentences)

@@ -1,83 +1,12 @@
-"""Evaluation: the two tasks (what differs between classification and segmentation: targets, loss with its
-parameters, metrics), `predict` / `evaluate`, which compute in fp32 on every machine, and the scores the notebooks
-report."""
+"""Evaluation: `predict` / `evaluate`, which compute in fp32 on every machine, and the scores the notebooks report
+(the tasks' losses and metrics are in tasks.py)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
-import torch.nn.functional as F
 
 from .augment import prepare_batch
 from .metrics import bootstrap_iou, best_threshold, confusion_counts, per_image_iou, seg_metrics, topk_correct
 from .precision import evaluation_precision
-
-
-def dice_loss(logits, target, eps=1.0):
-    p = torch.sigmoid(logits.float())
-    inter = (p * target).sum((1, 2, 3))
-    return (1 - (2 * inter + eps) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + eps)).mean()
-
-
-class Task:
-    """A task's parameters (its dataclass fields) are part of a run's key; the metrics accumulate over batches by
-    start / update / result."""
-
-    def params(self):
-        return asdict(self)
-
-
-@dataclass
-class ClassificationTask(Task):
-    """Cross-entropy with label smoothing; top-1 / top-5 accuracy, accumulated by start / update / result."""
-    label_smoothing: float = 0.0
-    name = "classification"
-    monitor = "val_top1"
-
-    def targets(self, data):
-        return data.labels
-
-    def loss(self, out, y):
-        return F.cross_entropy(out.float(), y, label_smoothing=self.label_smoothing)
-
-    def start(self):
-        self._n, self._top1, self._top5 = 0, 0, 0
-
-    def update(self, out, y):
-        k = min(5, out.shape[1])
-        c = topk_correct(out.float(), y, (1, k))
-        self._n, self._top1, self._top5 = self._n + len(y), self._top1 + c[1], self._top5 + c[k]
-
-    def result(self):
-        return {"top1": float(self._top1) / max(self._n, 1), "top5": float(self._top5) / max(self._n, 1)}
-
-
-@dataclass
-class SegmentationTask(Task):
-    """loss = bce * BCE + dice * Dice on 1-channel logits; IoU, Dice, pixel accuracy at `threshold` (fixed
-    beforehand, experiments/README.md), accumulated as per-image confusion counts."""
-    bce: float = 1.0
-    dice: float = 1.0
-    threshold: float = 0.5
-    name = "segmentation"
-    monitor = "val_iou"
-
-    def targets(self, data):
-        return data.masks
-
-    def loss(self, out, y):
-        y = y.float()       # uint8 masks as a split holds them, float as a training batch brings them
-        return self.bce * F.binary_cross_entropy_with_logits(out.float(), y) + self.dice * dice_loss(out, y)
-
-    def start(self):
-        self._counts = []
-
-    def update(self, out, y):
-        self._counts.append(confusion_counts(out, y, self.threshold))     # on the device: no wait per batch
-
-    def result(self):
-        m = seg_metrics(torch.cat(self._counts).cpu())
-        return {k: m[k] for k in ("iou", "dice", "pixel_acc")}
 
 
 @torch.no_grad()
@@ -144,3 +73,21 @@ def held_out_scores(result, test):
     """The "test" object of a metrics file from `segmentation_results` on the test split (at the recipe's threshold,
     fixed beforehand): the scores with their interval, on all test frames and without the broken ones."""
     return {**split_scores(result["counts"]), "without_broken": split_scores(result["counts"][~test.broken])}
+
+
+@torch.no_grad()
+def bn_refresh_probe(model, fit_data, val, task, batch_size):
+    """What unfreezing alone does to a frozen-encoder model (variant A) before any step: val IoU without TTA, in fp32,
+    with its encoder's BatchNorm statistics as frozen, and after one pass over the fit's frames in training mode
+    refreshed them (momentum as in training; no weight changes). Works on a copy."""
+    import copy
+    m = copy.deepcopy(model)
+    m.tta = False
+    frozen = evaluate(m, val, task)["iou"]
+    m.freeze_encoder(False)
+    m.train()
+    device = next(m.parameters()).device
+    prec = evaluation_precision(device)
+    for i in range(0, len(fit_data), batch_size):
+        m.logits(prepare_batch(fit_data.images[i:i + batch_size], None, device, prec)[0])
+    return {"frozen": frozen, "refreshed": evaluate(m, val, task)["iou"]}

@@ -17,8 +17,17 @@ def to_hwc(x):
     return x.permute(1, 2, 0).numpy().astype(np.uint8) if x.dtype == torch.uint8 else x
 
 
+WIDTH = 6.4        # inches: a figure's printed width in the PDF (nbconvert's LaTeX prints it at 0.9 of the 7.1-inch
+                   # text width), so a figure drawn this wide prints at its own scale and no text is under 8 pt
+SMALL = 8          # points: the smallest text in any figure (ticks, legends, panel titles)
+LABELS = {"loss": "loss", "top1": "top-1", "top5": "top-5", "iou": "IoU", "dice": "Dice",
+          "pixel_acc": "pixel accuracy"}
+
+
 def _figure(rows, cols, size, **kw):
     import matplotlib.pyplot as plt
+    plt.rcParams.update({"font.size": 9, "xtick.labelsize": SMALL, "ytick.labelsize": SMALL,
+                         "legend.fontsize": SMALL, "axes.titlesize": 9, "axes.labelsize": 9})
     return plt.subplots(rows, cols, figsize=size, squeeze=False, **kw)
 
 
@@ -33,9 +42,9 @@ def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("va
     """One axis per metric m: the curves per epoch of each history ({label: DataFrame}), split_m for each of `splits`
     (train_m: on the training batches as the model saw them, augmented where the recipe augments, in training
     precision). marks {x: label}: a dotted vertical line with its label at each x (e.g. where the input grows). Two
-    panels per row, 7 inches wide in all: printed at a page's width, no text is smaller than 8 pt."""
+    panels per row, `WIDTH` wide in all (no text under 8 pt in the PDF)."""
     cols, rows = min(len(metrics), 2), -(-len(metrics) // 2)
-    fig, axes = _figure(rows, cols, (3.5 * cols, 2.9 * rows))
+    fig, axes = _figure(rows, cols, (WIDTH / 2 * cols, 2.5 * rows))
     for ax in axes.flat[len(metrics):]:         # an odd number of metrics: no empty panel
         fig.delaxes(ax)
     names = {"train": tr("train (training batches)", "train (обучающие батчи)"), "val": "val"}
@@ -45,13 +54,14 @@ def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("va
                 if f"{split}_{m}" in h:
                     label = ": ".join(filter(None, (run, names[split] if len(splits) > 1 else "")))
                     ax.plot(h["epoch"], h[f"{split}_{m}"], style, ms=3, label=label)
-        for x, label in (marks or {}).items():
+        for x, label in (marks or {}).items():      # labelled in the first panel only
             ax.axvline(x, color="gray", ls=":", lw=1)
-            ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=8, color="gray",
-                    rotation=90, va="top", ha="left")
-        ax.set(xlabel=tr("epoch", "эпоха"), title=m if len(splits) > 1 else f"{splits[0]} {m}")
+            if ax is axes.flat[0]:
+                ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=SMALL, color="gray",
+                        rotation=90, va="top", ha="left")
+        ax.set(xlabel=tr("epoch", "эпоха"), title=LABELS.get(m, m) if len(splits) > 1 else f"{splits[0]} {LABELS.get(m, m)}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend()
     fig.suptitle(title)
     return _done(fig, path)
 
@@ -64,7 +74,7 @@ def plot_history(history, metrics, title="", path=None, marks=None):
 def plot_bars(values, xlabel, ylabel, title, path=None, line=None, labels=None):
     """One bar per item (e.g. images per class, accuracy per class); line (y, label): a dashed horizontal line;
     labels {name: values}: several series over the same items."""
-    fig, axes = _figure(1, 1, (10, 2.6))
+    fig, axes = _figure(1, 1, (WIDTH, 2.2))
     ax = axes[0, 0]
     for name, v in (labels or {None: values}).items():
         ax.bar(range(len(v)), v, label=name)
@@ -78,7 +88,7 @@ def plot_bars(values, xlabel, ylabel, title, path=None, line=None, labels=None):
 
 def plot_hist(samples, xlabel, title, path=None, bins=30):
     """Overlaid density histograms: samples {label: 1-D array}."""
-    fig, axes = _figure(1, 1, (7, 2.6))
+    fig, axes = _figure(1, 1, (WIDTH, 2.3))
     edges = np.linspace(0, max(float(np.max(v)) for v in samples.values()), bins)
     for label, v in samples.items():
         axes[0, 0].hist(np.asarray(v), edges, alpha=0.5, density=True, label=label)
@@ -89,11 +99,11 @@ def plot_hist(samples, xlabel, title, path=None, bins=30):
 
 def plot_confusion(conf, names, title, path=None):
     """A confusion matrix (rows: truth, columns: prediction) of the classes `names`, in their order."""
-    fig, axes = _figure(1, 1, (6, 5))
+    fig, axes = _figure(1, 1, (WIDTH, 5.4))
     ax = axes[0, 0]
     fig.colorbar(ax.imshow(conf, cmap="Blues"))
-    ax.set_xticks(range(len(names)), [n[:14] for n in names], rotation=90, fontsize=7)
-    ax.set_yticks(range(len(names)), [n[:14] for n in names], fontsize=7)
+    ax.set_xticks(range(len(names)), [n[:16] for n in names], rotation=90)
+    ax.set_yticks(range(len(names)), [n[:16] for n in names])
     ax.set(xlabel=tr("prediction", "предсказание"), ylabel=tr("truth", "истина"), title=title)
     return _done(fig, path)
 
@@ -101,16 +111,16 @@ def plot_confusion(conf, names, title, path=None):
 def plot_top5(images, labels, probs, names, pick, path=None):
     """Images `pick` of a split, two per row, each beside its top-5 probabilities (the true class green)."""
     rows, cols = (len(pick) + 1) // 2, 2 if len(pick) == 1 else 4
-    fig, axes = _figure(rows, cols, (6.5 * cols / 2, 2.5 * rows), gridspec_kw={"width_ratios": [1, 1.6] * (cols // 2)})
+    fig, axes = _figure(rows, cols, (WIDTH * cols / 4, 1.7 * rows), gridspec_kw={"width_ratios": [1, 1.1] * (cols // 2)})
     for ax in axes.flat:
         ax.axis("off")
     for (a, b), i in zip(axes.reshape(-1, 2), pick):
         p, k = probs[i].topk(min(5, len(names)))
         a.imshow(to_hwc(images[i]))
-        a.set_title((tr("truth: ", "истина: ") + names[labels[i]])[:30], fontsize=8)
+        a.set_title(names[labels[i]][:16], fontsize=SMALL)
         b.axis("on")
         b.barh(range(len(k))[::-1], p.numpy(), color=["tab:green" if c == labels[i] else "tab:gray" for c in k])
-        b.set_yticks(range(len(k))[::-1], [names[c][:20] for c in k], fontsize=7)
+        b.set_yticks(range(len(k))[::-1], [names[c][:16] for c in k])
         b.set(xlim=(0, 1), title="top-5")
     return _done(fig, path)
 
@@ -217,16 +227,16 @@ def _show(ax, p, title, fontsize):
     ax.axis("off")
 
 
-def show_images(images, titles=None, ncols=8, path=None, size=1.6):
-    """A grid of images: uint8 (N,3,H,W) tensors, masks (N,1,H,W) or (H,W[,3]) arrays, with titles."""
-    n = len(images)
-    fig, axes = _figure(math.ceil(n / ncols), ncols, (size * ncols, size * math.ceil(n / ncols) + 0.3))
+def show_images(images, titles=None, ncols=8, path=None):
+    """A grid of images: uint8 (N,3,H,W) tensors, masks (N,1,H,W) or (H,W[,3]) arrays, with titles; `WIDTH` wide."""
+    n, size = len(images), WIDTH / ncols
+    fig, axes = _figure(math.ceil(n / ncols), ncols, (WIDTH, (size + 0.2) * math.ceil(n / ncols)))
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             im = images[i]
             _show(ax, im[0] if torch.is_tensor(im) and im.dim() == 3 and im.shape[0] == 1 else to_hwc(im),
-                  titles[i] if titles else "", 8)
+                  titles[i] if titles else "", SMALL)
     return _done(fig, path)
 
 
@@ -244,13 +254,14 @@ def show_segmentation(data, rows, models, path=None, probability=True):
     of the first model (probability=True), the ground truth, and each model's errors against it with its IoU on the
     frame. models: [(label, segmentation_results of `data`)]."""
     cols = [tr("input", "вход")] + [tr("probability", "вероятность")] * probability + [tr("ground truth", "разметка")]
-    fig, axes = _figure(len(rows), len(cols) + len(models), (2.6 * (len(cols) + len(models)), 2.6 * len(rows)))
+    size = WIDTH / (len(cols) + len(models))
+    fig, axes = _figure(len(rows), len(cols) + len(models), (WIDTH, (size + 0.2) * len(rows)))
     for ax_row, i in zip(axes, rows):
         panels = [to_hwc(data.images[i])] + [models[0][1]["probs"][i, 0].numpy()] * probability + [data.masks[i, 0]]
         panels += [overlay_errors(data.images[i], r["probs"][i] > r["threshold"], data.masks[i]) for _, r in models]
         heads = cols + [f"{lab}: IoU {r['iou_per_image'][i]:.2f}" for lab, r in models]
         for j, (ax, p, h) in enumerate(zip(ax_row, panels, heads)):
-            _show(ax, p, h if j else f"{h}: {tr('frame', 'кадр')} {data.ids[i]}", 10)
+            _show(ax, p, h if j else f"{h}: {tr('frame', 'кадр')} {data.ids[i]}", SMALL)
     fig.suptitle(tr("green: right, red: extra, blue: missed", "зелёный — верно, красный — лишнее, синий — пропущено"),
                  y=1.0)
     return _done(fig, path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .augment import AugmentConfig, BatchAugment, prepare_batch
-from .checkpoints import save_checkpoint, weights_digest
+from .checkpoints import save_checkpoint
 from .core import INPUT_SIZE, CheckpointError, TrainingError, atomic_write, progress_bar, seed_everything, \
     shown_path, tr
 from .evaluation import evaluate
@@ -31,6 +31,7 @@ class TrainConfig:
     full_size_at: float = 0.0          # ... to INPUT_SIZE at this fraction of the epochs (0 = always full size)
     freeze_encoder: bool = False       # backbone U-Net: the classifier's stages stay frozen (variant A)
     seed: int = 0
+    init: dict | None = None           # {checkpoint file: weights digest} the initial weights come from (B: its A)
 
     def steps_per_epoch(self, n):
         return n // self.batch_size or 1
@@ -45,18 +46,15 @@ class TrainConfig:
         return int(self.min_size + (INPUT_SIZE - self.min_size) * epoch / end) // 16 * 16
 
 
-def run_key(cfg, task, model, train, val, depends_on=()):
-    """What identifies a training run: the configuration, the task's parameters, the architecture, the data, and the
-    weights of the checkpoints its initial weights come from (`depends_on`, e.g. the classifier). `fit` resumes only
-    a run of the same key; `train_or_reuse` reuses only weights of the same key."""
+def run_key(cfg, task, model, train, val):
+    """What identifies a training run: the configuration (with `init`, the checkpoints its initial weights come
+    from), the task's parameters, the architecture, and the data. `fit` resumes only a run of the same key;
+    `train_or_reuse` reuses only weights of the same key."""
     h = hashlib.sha1()
     for t in (train.images, val.images):        # the data: its sizes and 64 images of each split
         h.update(t[:: max(1, len(t) // 64)].cpu().numpy().tobytes())
     data = {"n_train": len(train), "n_val": len(val), "sample_hash": h.hexdigest()[:16]}
-    key = {"train": asdict(cfg), "task": task.params(), "model": model.config, "data": data}
-    if depends_on:
-        key["depends_on"] = {Path(p).name: weights_digest(p) for p in depends_on}
-    return json.loads(json.dumps(key))
+    return json.loads(json.dumps({"train": asdict(cfg), "task": task.params(), "model": model.config, "data": data}))
 
 
 def train_step(model, x, y, task, opt, scaler, prec):
