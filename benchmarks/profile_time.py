@@ -36,11 +36,11 @@ def main(argv=None):
     r, models = common.recipe(args.profile), {}
     tiny, moon = (r.datasets(kind, args.data, args.out, progress=False) for kind in ("tiny", "moon"))
     # each model (its committed architecture) with the profile's recipe, as the notebooks train it
-    for name, cfg in (("classifier", r.classifier), ("unet", r.unet), ("backbone_unet_frozen", r.frozen),
-                      ("backbone_unet_finetuned", r.finetuned)):
+    for name in ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned"):
+        spec = getattr(r, name)
         model, _ = common.load_checkpoint(ROOT / "weights" / f"{name}.pt")
-        data = tiny[:2] if name == "classifier" else (common.fit_data(*moon[:2], r.fit_on_val), moon[1])  # the final fit
-        models[name] = (model, *data, cfg, r.classification if name == "classifier" else r.segmentation)
+        data = tiny[:2] if name == "classifier" else (common.fit_data(*moon[:2], spec.fit_on_val), moon[1])
+        models[name] = (model, *data, spec.train, spec.task)        # as the final fit trains it
     res = {"machine": common.machine(), "precision": prec.name, "profile": args.profile, "torch": torch.__version__,
            "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": {}}
     for name, (model, train, val, cfg, task) in models.items():

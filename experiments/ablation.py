@@ -5,15 +5,15 @@ every seed agrees. Each design is compared with the literal variant B; two contr
 network with the classifier's weights against random ones). The design chosen for a final fit (notebook 03) is the
 best of those with the classifier's stages that beat literal B, or none.
 
-    python experiments/sweep.py run frozen --name literal_A --seeds 0 1 --out runs/ablation
-    python experiments/sweep.py run finetuned --name literal_B --init 'runs/ablation/literal_A_seed{seed}/best.pt' \\
+    python experiments/sweep.py run backbone_unet_frozen --name literal_A --seeds 0 1 --out runs/ablation
+    python experiments/sweep.py run backbone_unet_finetuned --name literal_B --init 'runs/ablation/literal_A_seed{seed}/best.pt' \\
         --seeds 0 1 --out runs/ablation
-    python experiments/sweep.py run frozen --name fullres_A --branch 32 --seeds 0 1 --out runs/ablation
-    python experiments/sweep.py run finetuned --name fullres_B --branch 32 \\
+    python experiments/sweep.py run backbone_unet_fullres_frozen --name fullres_A --seeds 0 1 --out runs/ablation
+    python experiments/sweep.py run backbone_unet_fullres --name fullres_B \\
         --init 'runs/ablation/fullres_A_seed{seed}/best.pt' --seeds 0 1 --out runs/ablation
-    python experiments/sweep.py run finetuned --name random_B --random-encoder --set epochs=50 --seeds 0 1 \\
+    python experiments/sweep.py run backbone_unet_finetuned --name random_B --random-encoder --set epochs=50 --seeds 0 1 \\
         --out runs/ablation
-    python experiments/sweep.py run finetuned --name fullres_random --branch 32 --random-encoder --set epochs=50 \\
+    python experiments/sweep.py run backbone_unet_fullres --name fullres_random --random-encoder --set epochs=50 \\
         --seeds 0 1 --out runs/ablation
     python experiments/ablation.py runs/ablation --into experiments/results/backbone_ablation_val.json
 

@@ -7,11 +7,11 @@ experiments/results/.
 
     python experiments/sweep.py run unet --name bce_only --set task.dice=0 --seeds 0 1
     python experiments/sweep.py run unet --name flips --set augment.hflip=True augment.vflip=True
-    python experiments/sweep.py run frozen --name fullres_A --branch 32 --branch-from weights/unet.pt
+    python experiments/sweep.py run backbone_unet_fullres_frozen --name fullres_A --branch-from weights/unet.pt
     python experiments/sweep.py run unet --name lovasz --loss lovasz --seeds 0 1
     python experiments/sweep.py run unet --name focal --loss focal --seeds 0 1
     python experiments/sweep.py run unet --name train75 --train-fraction 0.75 --seeds 0 1
-    python experiments/sweep.py run finetuned --name random_B --random-encoder --set epochs=50 --seeds 0 1
+    python experiments/sweep.py run backbone_unet_finetuned --name random_B --random-encoder --set epochs=50 --seeds 0 1
     python experiments/sweep.py summary runs/sweep
     python experiments/sweep.py collect runs/sweep --into experiments/results/<file>.json --round <n>
 
@@ -34,7 +34,7 @@ from torchvision.ops import sigmoid_focal_loss  # noqa: E402
 
 import common  # noqa: E402
 
-MODELS = ("classifier", "unet", "frozen", "finetuned")
+MODELS = tuple(common.CPU.models())     # the recipe's names: classifier, unet, backbone_unet_frozen, ...
 
 
 def lovasz_hinge(logits, target):
@@ -97,19 +97,19 @@ def subsample(train, fraction, seed=0):
 def candidate(profile, model, changes, seed, loss="bce_dice"):
     """(TrainConfig, task) of `model` in the profile's recipe with `changes` ({"field": value, "augment.field": value,
     "task.field": value}), `seed` and, for segmentation, the task class of `loss`."""
-    r = common.recipe(profile, seed=seed)
+    spec = getattr(common.recipe(profile, seed=seed), model)
     part = lambda prefix: {k.split(".", 1)[1]: v for k, v in changes.items() if k.startswith(prefix)}  # noqa: E731
-    cfg = getattr(r, model)
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if "." not in k},
-                              augment=dataclasses.replace(cfg.augment, **part("augment.")))
-    task = r.classification if model == "classifier" else LOSSES[loss](**r.segmentation.params())
+    cfg = dataclasses.replace(spec.train, **{k: v for k, v in changes.items() if "." not in k},
+                              augment=dataclasses.replace(spec.train.augment, **part("augment.")))
+    task = spec.task if model == "classifier" else LOSSES[loss](**spec.task.params())
     return cfg, dataclasses.replace(task, **part("task."))
 
 
 def build(model, classifier, init, branch=(), branch_from=None, random_encoder=False):
     """A fresh model of the kind the notebooks train: the classifier, the base U-Net, or the backbone U-Net on a
     trained classifier (variant B from a trained variant A with --init). branch: the extension's high-resolution
-    branch (`backbone_unet(branch=...)`), started from a trained base U-Net's levels with branch_from.
+    branch (`backbone_unet(branch=...)`; default: the recipe's, e.g. the full-resolution pair's), started from a
+    trained base U-Net's levels with branch_from.
     random_encoder: the classifier's stages keep their random initial weights (the control of what the trained
     classifier brings)."""
     if model == "unet":
@@ -117,7 +117,7 @@ def build(model, classifier, init, branch=(), branch_from=None, random_encoder=F
     cls, _ = common.load_checkpoint(classifier, expect_task="classification")
     if model == "classifier":
         return common.Classifier(cls.config["num_classes"])
-    seg = common.backbone_unet(cls.config, branch=tuple(branch))
+    seg = common.backbone_unet(cls.config, branch=tuple(branch or common.CPU.models()[model].architecture["branch"]))
     if not random_encoder:
         common.load_backbone(seg, cls)
     if branch_from:

@@ -1,5 +1,6 @@
-"""Figures, tables and widgets for the notebooks: learning curves, image grids, segmentation panels, tables of
-display strings that reach every export (HTML, PDF), captions, the live plot during training, the slider."""
+"""Figures, tables and widgets for the report: learning curves, image grids, segmentation panels, tables of display
+strings that reach every export (HTML, PDF), captions, the live plot during training, the slider. Their labels are
+Russian, like the report's words in report.py, which passes the titles and captions."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import atomic_write, tr
+from .core import atomic_write
 
 
 def to_hwc(x):
@@ -47,7 +48,7 @@ def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("va
     fig, axes = _figure(rows, cols, (WIDTH / 2 * cols, 2.5 * rows))
     for ax in axes.flat[len(metrics):]:         # an odd number of metrics: no empty panel
         fig.delaxes(ax)
-    names = {"train": tr("train (training batches)", "train (обучающие батчи)"), "val": "val"}
+    names = {"train": "train (обучающие батчи)", "val": "val"}
     for ax, m in zip(axes.flat, metrics):
         for run, h in histories.items():
             for split, style in zip(splits, ("-o", "-s")):
@@ -59,7 +60,7 @@ def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("va
             if ax is axes.flat[0]:
                 ax.text(x, 1.0, f" {label}", transform=ax.get_xaxis_transform(), fontsize=SMALL, color="gray",
                         rotation=90, va="top", ha="left")
-        ax.set(xlabel=tr("epoch", "эпоха"), title=LABELS.get(m, m) if len(splits) > 1 else f"{splits[0]} {LABELS.get(m, m)}")
+        ax.set(xlabel="эпоха", title=LABELS.get(m, m) if len(splits) > 1 else f"{splits[0]} {LABELS.get(m, m)}")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
@@ -92,7 +93,7 @@ def plot_hist(samples, xlabel, title, path=None, bins=30):
     edges = np.linspace(0, max(float(np.max(v)) for v in samples.values()), bins)
     for label, v in samples.items():
         axes[0, 0].hist(np.asarray(v), edges, alpha=0.5, density=True, label=label)
-    axes[0, 0].set(xlabel=xlabel, ylabel=tr("density", "плотность"), title=title)
+    axes[0, 0].set(xlabel=xlabel, ylabel="плотность", title=title)
     axes[0, 0].legend()
     return _done(fig, path)
 
@@ -104,14 +105,14 @@ def plot_confusion(conf, names, title, path=None):
     fig.colorbar(ax.imshow(conf, cmap="Blues"))
     ax.set_xticks(range(len(names)), [n[:16] for n in names], rotation=90)
     ax.set_yticks(range(len(names)), [n[:16] for n in names])
-    ax.set(xlabel=tr("prediction", "предсказание"), ylabel=tr("truth", "истина"), title=title)
+    ax.set(xlabel="предсказание", ylabel="истина", title=title)
     return _done(fig, path)
 
 
 def plot_top5(images, labels, probs, names, pick, path=None):
     """Images `pick` of a split, two per row, each beside its top-5 probabilities (the true class green)."""
     rows, cols = (len(pick) + 1) // 2, 2 if len(pick) == 1 else 4
-    fig, axes = _figure(rows, cols, (WIDTH * cols / 4, 1.7 * rows), gridspec_kw={"width_ratios": [1, 1.1] * (cols // 2)})
+    fig, axes = _figure(rows, cols, (WIDTH * cols / 4, 1.7 * rows), gridspec_kw={"width_ratios": [1, 1.3] * (cols // 2)})
     for ax in axes.flat:
         ax.axis("off")
     for (a, b), i in zip(axes.reshape(-1, 2), pick):
@@ -119,9 +120,10 @@ def plot_top5(images, labels, probs, names, pick, path=None):
         a.imshow(to_hwc(images[i]))
         a.set_title(names[labels[i]][:16], fontsize=SMALL)
         b.axis("on")
-        b.barh(range(len(k))[::-1], p.numpy(), color=["tab:green" if c == labels[i] else "tab:gray" for c in k])
-        b.set_yticks(range(len(k))[::-1], [names[c][:16] for c in k])
-        b.set(xlim=(0, 1), title="top-5")
+        b.barh(range(len(k))[::-1], p.numpy(), color=["#7fc97f" if c == labels[i] else "#cccccc" for c in k])
+        for y, c in zip(range(len(k))[::-1], k):       # the class names on their bars: the picture stays large
+            b.text(0.02, y, names[c][:22], va="center", fontsize=SMALL)
+        b.set(xlim=(0, 1), yticks=[], title="top-5")
     return _done(fig, path)
 
 
@@ -253,7 +255,7 @@ def show_segmentation(data, rows, models, path=None, probability=True):
     """One row per frame (indices `rows` of the MaskSet `data`): the input with its frame number, the probability map
     of the first model (probability=True), the ground truth, and each model's errors against it with its IoU on the
     frame. models: [(label, segmentation_results of `data`)]."""
-    cols = [tr("input", "вход")] + [tr("probability", "вероятность")] * probability + [tr("ground truth", "разметка")]
+    cols = ["вход"] + ["вероятность"] * probability + ["разметка"]
     size = WIDTH / (len(cols) + len(models))
     fig, axes = _figure(len(rows), len(cols) + len(models), (WIDTH, (size + 0.2) * len(rows)))
     for ax_row, i in zip(axes, rows):
@@ -261,8 +263,8 @@ def show_segmentation(data, rows, models, path=None, probability=True):
         panels += [overlay_errors(data.images[i], r["probs"][i] > r["threshold"], data.masks[i]) for _, r in models]
         heads = cols + [f"{lab}: IoU {r['iou_per_image'][i]:.2f}" for lab, r in models]
         for j, (ax, p, h) in enumerate(zip(ax_row, panels, heads)):
-            _show(ax, p, h if j else f"{h}: {tr('frame', 'кадр')} {data.ids[i]}", SMALL)
-    fig.suptitle(tr("green: right, red: extra, blue: missed", "зелёный — верно, красный — лишнее, синий — пропущено"),
+            _show(ax, p, h if j else f"{h}: кадр {data.ids[i]}", SMALL)
+    fig.suptitle("зелёный — верно, красный — лишнее, синий — пропущено",
                  y=1.0)
     return _done(fig, path)
 
@@ -300,9 +302,8 @@ def browse(n, render, description="№"):
     try:
         import ipywidgets as widgets
     except ImportError:
-        print(tr("no slider: the package ipywidgets is missing (`pip install ipywidgets`, then restart the kernel); "
-                 "the static figure below shows the same", "слайдера нет: не установлен ipywidgets (`pip install "
-                 "ipywidgets`, затем перезапустить ядро); статический рисунок ниже показывает то же"))
+        print("слайдера нет: не установлен ipywidgets (`pip install ipywidgets`, затем перезапустить ядро); "
+              "статический рисунок ниже показывает то же")
         return None
     return widgets.interactive(render, i=widgets.IntSlider(min=0, max=max(n - 1, 0), step=1, value=0,
                                                          description=description, continuous_update=False))

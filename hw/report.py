@@ -269,7 +269,7 @@ def moon_data(train, val, test, info, figures):
 
 def moon_splits(info, retired):
     """The splits and the broken-frame rule in words, from the code's constants, the selection list and the
-    retired test split's scorings (experiments/results/retired_test_split.json)."""
+    retired test split's scorings, which the notebook passes."""
     selection, test_share, val_share = moon_selection(), MOON_TEST, MOON_VAL
 
     def ious(s):
@@ -484,27 +484,27 @@ class Comparison:
                                                           ("B", "backbone_unet_finetuned"))]
 
 
-def comparison(weights, test, **results):
-    """Part 3's test table: the U-Net, A, B and the full-resolution A and B (results: name -> its
-    `segmentation_results` on test), from weights/*_metrics.json; the task's three rows go to
-    weights/comparison.csv. Shows the table and the paired differences to the U-Net; returns a `Comparison`."""
+def comparison(weights, test, recipe, **results):
+    """Part 3's test table from weights/*_metrics.json, one row per model of `results` (name -> its
+    `segmentation_results` on test; the U-Net first, then A and B: these three rows go to weights/comparison.csv),
+    a model's training minutes with those of the model it starts from (`recipe`). Shows the table and the paired
+    differences to the U-Net; returns a `Comparison`. A model without a label in NAMES shows its name."""
     import pandas as pd
-    s = {n: json.loads((Path(weights) / f"{n}_metrics.json").read_text()) for n in NAMES if n in results}
+    s = {n: json.loads((Path(weights) / f"{n}_metrics.json").read_text()) for n in results}
     minutes = {n: v["train_time_s"] / 60 for n, v in s.items()}
-    for b, a in (("backbone_unet_finetuned", "backbone_unet_frozen"),
-                 ("backbone_unet_fullres", "backbone_unet_fullres_frozen")):
-        if b in minutes and a in minutes:
-            minutes[b] += minutes[a]            # B starts from A
-    table = pd.DataFrame([{"модель": NAMES[n], "параметров": v["params"], "обучаемых": v["trainable_params"],
+    for n, m in recipe.models().items():
+        if n in minutes and m.starts_from in s:
+            minutes[n] += s[m.starts_from]["train_time_s"] / 60       # B starts from A
+    table = pd.DataFrame([{"модель": NAMES.get(n, n), "параметров": v["params"], "обучаемых": v["trainable_params"],
                            "IoU test": v["test"]["iou"], "95 % интервал IoU test": interval(v["test"]["iou_ci"]),
                            "Dice test": v["test"]["dice"], "pixel acc test": v["test"]["pixel_acc"],
                            "IoU test без битых": v["test"]["without_broken"]["iou"], "обучение, мин": minutes[n]}
                           for n, v in s.items()]).set_index("модель")
     table.iloc[:3].to_csv(Path(weights) / "comparison.csv")
     shown = formatted(table, {"параметров": "{:,}", "обучаемых": "{:,}", "обучение, мин": "{:.1f}"}, precision=3)
-    _show(shown.set_axis([SHORT[n] for n in s]).rename(columns={"95 % интервал IoU test": "95 % интервал"}).T)
+    _show(shown.set_axis([SHORT.get(n, n) for n in s]).rename(columns={"95 % интервал IoU test": "95 % интервал"}).T)
     pairs = {n: paired_bootstrap_iou(results["unet"]["counts"], results[n]["counts"]) for n in s if n != "unet"}
-    _show(_table([{"разница с U-Net на test": SHORT[n], "IoU": signed(p["diff"]),
+    _show(_table([{"разница с U-Net на test": SHORT.get(n, n), "IoU": signed(p["diff"]),
                    "95 % интервал": f"{signed(p['low'])}…{signed(p['high'])}"} for n, p in pairs.items()],
                  "разница с U-Net на test"))
     print(f"A-128, B-128 — полноразмерные A и B (выход 128×128); время B включает его A; парный бутстреп: модели оцениваются на одних и тех же {len(test)} кадрах test, "
@@ -613,4 +613,4 @@ def backbone_conclusion(cmp, abl, rows, meta, n_classes, demo=False, top=None):
         f"{minutes.iloc[2]:.1f}.", reproducibility(meta, demo)])
     if top is not None:
         top.fill({k: f"IoU {iou[k]:.3f} ({ci[k]})" + (f"; против U-Net {_span(pairs[n])}" if n in pairs else "")
-                  for n, k in zip([n for n in NAMES if NAMES[n] in table.index], table.index)})
+                  for n, k in zip(cmp.results, table.index)})

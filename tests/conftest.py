@@ -67,3 +67,9 @@ def small():
         backbone = staticmethod(lambda cls, **kw: common.load_backbone(
             common.backbone_unet(cls.config, **{**SMALL_BB, **kw}), cls))
     return Small
+
+
+def spec(name, model, train, task, **kw):
+    """A `ModelRecipe` for tests: `model`'s architecture under `name`, trained by `train` for `task`."""
+    arch = {k: v for k, v in model.config.items() if k != "classifier"}
+    return common.ModelRecipe(name=name, architecture=arch, train=train, task=task, **kw)

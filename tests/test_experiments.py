@@ -18,11 +18,11 @@ import sweep  # noqa: E402
 
 def test_a_candidate_is_the_notebooks_recipe_plus_its_changes():
     cfg, task = sweep.candidate("cpu", "unet", {"task.dice": 0.0, "augment.hflip": True, "epochs": 7}, seed=2)
-    base = common.recipe("cpu", seed=2)
-    assert cfg == dataclasses.replace(base.unet, epochs=7, augment=dataclasses.replace(base.unet.augment, hflip=True))
-    assert task == dataclasses.replace(base.segmentation, dice=0.0)
+    base = common.recipe("cpu", seed=2).unet
+    assert cfg == dataclasses.replace(base.train, epochs=7, augment=dataclasses.replace(base.train.augment, hflip=True))
+    assert task == dataclasses.replace(base.task, dice=0.0)
     cfg, task = sweep.candidate("cpu", "unet", {}, seed=0, loss="lovasz")
-    assert isinstance(task, sweep.LovaszTask) and task.params() == base.segmentation.params()
+    assert isinstance(task, sweep.LovaszTask) and task.params() == base.task.params()
     with pytest.raises(TypeError):
         sweep.candidate("cpu", "unet", {"no_such_field": 1}, seed=0)
 

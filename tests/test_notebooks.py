@@ -131,7 +131,7 @@ def test_demo_run_writes_weights_and_figures(demo_run):
     timings = json.loads((out / "weights" / "timings.json").read_text())
     assert set(timings["minutes"]) == set(timings["dates"]) == set(NOTEBOOKS)   # each with when it was measured
     for fig in ("01_curves.png", "01_samples.png", "01_confusion.png", "02_curves.png", "02_predictions.png",
-                "02_worst_best.png", "03_side_by_side.png", "03_curves.png"):
+                "02_samples.png", "03_side_by_side.png", "03_curves.png", "03_fullres_vs_B.png"):
         assert (out / "figures" / fig).stat().st_size > 5_000
 
 

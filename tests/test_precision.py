@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import common
+from conftest import spec
 import hw.precision
 
 ROOT = common.ROOT
@@ -73,7 +74,8 @@ def test_the_estimate_before_training_leaves_the_run_untouched(cls_data, small, 
         torch.manual_seed(0)
         return small.classifier()
     alone = common.fit(make(), train, val, cfg, task, tmp_path / "alone")
-    model, hist, meta = common.train_or_reuse("c", make, train, val, cfg, task, tmp_path, "train")
+    model, hist, meta = common.train_or_reuse(spec("c", make(), cfg, task), make(), (train, val),
+                                              common.Runs(tmp_path, "train"))
     timing = ["epoch_time_s", "images_per_s"]
     assert hist.drop(columns=timing).equals(alone.drop(columns=timing))
     best, _ = common.load_checkpoint(tmp_path / "alone" / "best.pt")

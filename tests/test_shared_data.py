@@ -1,5 +1,6 @@
 """The real archives in ../shared/data, when present (CI has them)."""
 import hashlib
+import dataclasses
 import json
 
 import pytest
@@ -58,14 +59,16 @@ def test_committed_segmentation_weights_are_reused_and_their_metrics_reproduced_
     weights, r = common.ROOT / "weights", common.recipe("cpu")
     train, val, test, info = common.recipe("cpu").datasets("moon", SHARED, progress=False)
     assert (len(val), len(test)) == (120, 160) and 750 in info["broken_ids"] and not train.broken.any()
-    for name, cfg, deps in (("unet", r.unet, []), ("backbone_unet_finetuned", r.finetuned,
-                                                   [weights / "backbone_unet_frozen.pt"])):
+    for name in ("unet", "backbone_unet_finetuned"):
+        spec = getattr(r, name)
         committed = json.loads((weights / f"{name}_metrics.json").read_text())
         model, meta = common.load_checkpoint(weights / f"{name}.pt")
-        fit_set = common.fit_data(train, val, r.fit_on_val)
-        assert meta["run_key"] == common.run_key(cfg, r.segmentation, model, fit_set, val, deps), name
+        fit_set = common.fit_data(train, val, spec.fit_on_val)
+        init = {p.name: common.weights_digest(p) for p in spec.depends_on(weights)} or None
+        assert meta["run_key"] == common.run_key(dataclasses.replace(spec.train, init=init), spec.task, model,
+                                                 fit_set, val), name
         assert len(fit_set) == len(train) + len(val) - int(val.broken.sum()) and not fit_set.broken.any()
-        assert committed["threshold"] == r.segmentation.threshold == meta["threshold"] and meta["fit_on"] == "train+val"
-        t = common.segmentation_results(model, test, r.segmentation.threshold)["metrics"]
+        assert committed["threshold"] == spec.task.threshold == meta["threshold"] and meta["fit_on"] == "train+val"
+        t = common.segmentation_results(model, test, spec.task.threshold)["metrics"]
         assert abs(t["iou"] - committed["test"]["iou"]) <= 0.003, name
         assert abs(t["dice"] - committed["test"]["dice"]) <= 0.003, name

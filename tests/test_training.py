@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import common
+from conftest import spec
 
 CLS, SEG = common.ClassificationTask(), common.SegmentationTask()
 
@@ -175,13 +176,14 @@ def test_progressive_resizing_schedule_and_fit(cls_data, small, tmp_path):
 
 def test_train_or_reuse_retrains_when_a_checkpoint_it_starts_from_changes(moon_data, small, tmp_path, capsys):
     cls = small.classifier()
-    dep = tmp_path / "classifier.pt"
+    dep = tmp_path / "weights" / "classifier.pt"       # a backbone U-Net starts from the classifier's weights
     common.save_checkpoint(dep, cls, "classification")
     cfg = common.TrainConfig(epochs=1, batch_size=6, freeze_encoder=True)
+    bb = spec("bb", small.backbone(cls), cfg, SEG)
+    assert bb.depends_on(tmp_path / "weights") == [dep]
 
     def run():
-        model, _, meta = common.train_or_reuse("bb", lambda: small.backbone(cls), *moon_data, cfg, SEG, tmp_path,
-                                               depends_on=[dep])
+        model, _, meta = common.train_or_reuse(bb, small.backbone(cls), moon_data, common.Runs(tmp_path))
         common.export_final("bb", model, meta, {}, tmp_path)
         return meta
     meta = run()
@@ -205,7 +207,8 @@ def test_train_retrains_a_finished_run_and_auto_exports_it(moon_data, small, tmp
     cfg = common.TrainConfig(epochs=1, batch_size=6)
 
     def run(mode):
-        model, _, meta = common.train_or_reuse("u", small.unet, *moon_data, cfg, SEG, tmp_path, mode)
+        model, _, meta = common.train_or_reuse(spec("u", small.unet(), cfg, SEG), small.unet(), moon_data,
+                                               common.Runs(tmp_path, mode))
         return common.export_final("u", model, meta, {}, tmp_path)
     run("train")
     first = (tmp_path / "runs" / "u" / "last.pt").stat().st_mtime_ns
@@ -218,8 +221,9 @@ def test_train_retrains_a_finished_run_and_auto_exports_it(moon_data, small, tmp
     out = capsys.readouterr().out
     assert "1 of 1 epochs were done" in out and "epoch 1/1" not in out and (tmp_path / "weights" / "u.pt").exists()
     with pytest.raises(common.CheckpointError, match="no weights"):
-        common.train_or_reuse("v", small.unet, *moon_data, cfg, SEG, tmp_path, "reuse")
-    with pytest.raises(ValueError, match="mode must be"):
+        common.train_or_reuse(spec("v", small.unet(), cfg, SEG), small.unet(), moon_data,
+                              common.Runs(tmp_path, "reuse"))
+    with pytest.raises(ValueError, match="train must be"):
         run(True)
 
 
@@ -234,8 +238,8 @@ def test_a_final_fit_on_train_and_val_keeps_its_last_epoch(moon_data, small, tmp
     assert len(fit_set) == len(train) + len(val) - 1 and not fit_set.broken.any()
     assert common.fit_data(train, val, False) is train
     cfg = common.TrainConfig(epochs=3, batch_size=6, lr=1.0)   # a rate that makes epochs erratic
-    model, history, meta = common.train_or_reuse("u", small.unet, train, val, cfg, SEG, tmp_path, "train",
-                                                 fit_on_val=True)
+    model, history, meta = common.train_or_reuse(spec("u", small.unet(), cfg, SEG, fit_on_val=True), small.unet(),
+                                                 (train, val), common.Runs(tmp_path, "train"))
     assert meta["epoch"] == 3 and meta["fit_on"] == "train+val" and len(history) == 3
     assert meta["run_key"] == common.run_key(cfg, SEG, small.unet(), fit_set, val)
     last = torch.load(tmp_path / "runs" / "u" / "last.pt", weights_only=False)["model"]
@@ -245,26 +249,42 @@ def test_a_final_fit_on_train_and_val_keeps_its_last_epoch(moon_data, small, tmp
 
 def test_committed_weights_were_trained_with_the_cpu_recipes():
     """A fresh clone reuses the committed weights only if their run key is what the cpu profile's recipe, task and
-    architecture give today (the data part is checked where the data is: tests/test_shared_data.py)."""
-    r = common.recipe("cpu")
-    for name, cfg, task in (("classifier", r.classifier, r.classification), ("unet", r.unet, r.segmentation),
-                            ("backbone_unet_frozen", r.frozen, r.segmentation),
-                            ("backbone_unet_finetuned", r.finetuned, r.segmentation),
-                            ("backbone_unet_fullres_frozen", r.frozen, r.segmentation),
-                            ("backbone_unet_fullres", r.finetuned, r.segmentation)):
-        model, meta = common.load_checkpoint(common.ROOT / "weights" / f"{name}.pt")
-        assert meta["run_key"]["train"] == json.loads(json.dumps(dataclasses.asdict(cfg))), name
-        assert meta["run_key"]["task"] == task.params(), name
+    architecture give today (the data part is checked where the data is: tests/test_shared_data.py), with the
+    digests of the checkpoints each starts from."""
+    weights = common.ROOT / "weights"
+    for name, spec_ in common.recipe("cpu").models().items():
+        model, meta = common.load_checkpoint(weights / f"{name}.pt")
+        init = {p.name: common.weights_digest(p) for p in spec_.depends_on(weights)} or None
+        train = dataclasses.replace(spec_.train, init=init)
+        assert meta["run_key"]["train"] == json.loads(json.dumps(dataclasses.asdict(train))), name
+        assert meta["run_key"]["task"] == spec_.task.params(), name
         assert meta["run_key"]["model"] == model.config == json.loads(json.dumps(model.config)), name
+        assert {k: v for k, v in model.config.items() if k != "classifier"} == spec_.architecture, name
+
+
+def test_every_registered_model_builds_from_its_recipe():
+    """Each model of every profile builds from its recipe alone (a backbone U-Net from a classifier of the same
+    profile, B from its A), with the architecture the recipe states."""
+    for profile in common.PROFILES:
+        r = common.recipe(profile)
+        cls = r.classifier.build()
+        assert cls.config["num_classes"] == r.classes
+        built = {}
+        for name, m in r.models().items():
+            model = m.build(cls, start=built.get(m.starts_from))
+            assert {k: v for k, v in model.config.items() if k != "classifier"} == m.architecture, (profile, name)
+            built[name] = model
+        assert "widths" in repr(common.PROFILES[profile]) and "adapters" in repr(common.PROFILES[profile])
 
 
 def test_recipes_apply_the_notebooks_overrides_to_every_model():
     r = common.recipe("cpu", seed=3, epochs=2, batch_size=8, num_classes=7)
-    assert r.classes == 7
-    assert {(c.seed, c.epochs, c.batch_size) for c in r.configs().values()} == {(3, 2, 8)}
-    assert common.recipe("cpu").unet.epochs == common.PROFILES["cpu"].unet.epochs != 2     # the profile is untouched
-    assert r.frozen.freeze_encoder and not r.finetuned.freeze_encoder
-    assert r.classification.label_smoothing == 0.1 and r.segmentation == common.SegmentationTask(1.0, 1.0, 0.5)
+    assert r.classes == 7 and r.classifier.build().config["num_classes"] == 7
+    assert {(m.train.seed, m.train.epochs, m.train.batch_size) for m in r.models().values()} == {(3, 2, 8)}
+    assert common.recipe("cpu").unet.train.epochs == common.PROFILES["cpu"].unet.train.epochs != 2  # untouched
+    assert r.backbone_unet_frozen.train.freeze_encoder and not r.backbone_unet_finetuned.train.freeze_encoder
+    assert r.classifier.task.label_smoothing == 0.1 and r.unet.task == common.SegmentationTask(1.0, 1.0, 0.5)
+    assert not r.classifier.fit_on_val and all(m.fit_on_val for n, m in r.models().items() if n != "classifier")
 
 
 def test_a_notebook_prints_russian_lines(moon_data, small, tmp_path, capsys, monkeypatch):
@@ -272,7 +292,8 @@ def test_a_notebook_prints_russian_lines(moon_data, small, tmp_path, capsys, mon
     monkeypatch.setenv(common.LANG_ENV, "ru")
     cfg = common.TrainConfig(epochs=1, batch_size=6)
     for _ in range(2):
-        model, _, meta = common.train_or_reuse("u", small.unet, *moon_data, cfg, SEG, tmp_path)
+        model, _, meta = common.train_or_reuse(spec("u", small.unet(), cfg, SEG), small.unet(), moon_data,
+                                               common.Runs(tmp_path))
         common.export_final("u", model, meta, {}, tmp_path)
     out = capsys.readouterr().out
     assert "оценка времени обучения на этой машине" in out and "эпоха 1/1" in out and "беру готовые веса" in out

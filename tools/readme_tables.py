@@ -103,7 +103,7 @@ def summary_ru():
         f"абляция: выход 128×128 против переноса признаков | A {iou(a)}, B {iou(b)}, B с выходом 128×128 {iou(f)} |",
         "",
         "Test — кадры, на которых не делался ни один выбор; интервал — 95 % бутстреп по кадрам test. Сравнения моделей "
-        "(парный бутстреп) и объяснение, почему бэкбон проигрывает, — в `report/03_backbone_unet.pdf`, раздел 5."])
+        "(парный бутстреп) — в `report/03_backbone_unet.pdf`, раздел 5; откуда разрыв с U-Net (абляция) — раздел 6."])
 
 
 def splits_text():
@@ -125,7 +125,7 @@ def splits_text():
             "([experiments/README.md](experiments/README.md)): the U-Net's h-flip, epochs, data fraction, loss and the "
             "threshold; **inherited from the earlier single-split search**: the U-Net's widths, A's and B's "
             "augmentation and epochs, B's learning rate, flip TTA. The three segmentation models were then fit once on "
-            f"train + val with the epochs and the threshold ({r.segmentation.threshold}) fixed beforehand, so val scores none "
+            f"train + val with the epochs and the threshold ({r.unet.task.threshold}) fixed beforehand, so val scores none "
             f"of them. Broken renders (`MaskSet.broken`: at least {pct(common.BROKEN_BLACK)} % of the lower half of "
             f"the frame pure black, and the mask marking rock on at least {pct(common.BROKEN_ROCK)} % of those black "
             "pixels; counted in notebook 02) are left out of training; the test IoU is also given without them.")
@@ -236,8 +236,8 @@ def colab_time_text():
     def minutes(model, epochs, n):
         r = rows[model]
         return epochs * n * r["train_gflop_per_img"] / (T4_FP16_PEAK_GFLOPS * r["pct_of_peak"] / 100) / 60
-    m = [minutes("classifier", rec.classifier.epochs, images), minutes("unet", rec.unet.epochs, frames),
-         2 * minutes("unet", rec.frozen.epochs + rec.finetuned.epochs, frames)]
+    m = [minutes("classifier", rec.classifier.train.epochs, images), minutes("unet", rec.unet.train.epochs, frames),
+         2 * minutes("unet", rec.backbone_unet_frozen.train.epochs + rec.backbone_unet_finetuned.train.epochs, frames)]
     return (f"An estimate, not a measurement, of the training on a T4: about **{m[0]:.0f} min** for notebook 01, "
             f"**{m[1]:.0f} min** for 02 and **{m[2]:.0f} min** for 03 (its four fits counted at the U-Net's cost per "
             f"frame): each notebook's training FLOPs at the share of the matmul peak that the H200 reached with older "
@@ -337,7 +337,7 @@ def checklist_table():
     cls, u, a, b = m["classifier"], m["unet"], m["backbone_unet_frozen"], m["backbone_unet_finetuned"]
     unet_cfg = common.load_checkpoint(w / "unet.pt")[0].config
     bb_cfg = common.load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
-    aug = r.classifier.augment
+    aug = r.classifier.train.augment
     test = lambda x: f"IoU на test {x['test']['iou']:.3f} ({ci(x['test']['iou_ci'])})"      # noqa: E731
     flip_verdict = results.decisions()["candidates"].get("hflip", {}).get("verdict", "not compared")
     rows = [
@@ -346,32 +346,32 @@ def checklist_table():
          f"{cls['classes']} классов; {cls['n_val']} картинок в val, стратифицированный split 90/10"),
         ("1", "аугментации", "01 · Аугментации (рисунок)",
          f"random resized crop ({aug.scale[0]:.0%}–{aug.scale[1]:.0%} площади), отражение, цвет ±{aug.brightness:.0%}"),
-        ("1", "кривые loss и accuracy", "01 · Обучение (рисунок, таблица)", f"{r.classifier.epochs} эпох, train и val; лучшая — {cls['best_epoch']}"),
+        ("1", "кривые loss и accuracy", "01 · Обучение (рисунок)", f"{r.classifier.train.epochs} эпох, train и val; лучшая — {cls['best_epoch']}"),
         ("1", "итоговые метрики на валидации", "01 · Итоговые метрики",
          f"top-1 {cls['val_top1']:.1%} ({ci(cls['val_top1_ci'], '.1%')}), top-5 {cls['val_top5']:.1%}"),
         ("1", "чекпоинт", "`weights/classifier.pt`", "`common.load_checkpoint` строит модель по одному этому файлу"),
         ("2", "U-Net: 4 уровня вниз / 4 вверх со skip, база 32, max-pool, 1 канал с сигмоидой, вход 128×128×3",
          "02 · Модель", f"ширины энкодера {unet_cfg['widths']}, декодера {unet_cfg['decoder']}"),
         ("2", "не больше 2.5M параметров (±10 %)", "02 · Модель", f"{u['params']:,} параметров"),
-        ("2", "BCE и/или Dice", "02 · Функция потерь и обучение", f"BCE × {r.segmentation.bce:g} + Dice × {r.segmentation.dice:g}"),
+        ("2", "BCE и/или Dice", "02 · Функция потерь и обучение", f"BCE × {r.unet.task.bce:g} + Dice × {r.unet.task.dice:g}"),
         ("2", "IoU, Dice, pixel accuracy", "02 · Итоговые метрики на test",
          f"{test(u)}, Dice {u['test']['dice']:.3f}, pixel acc. {u['test']['pixel_acc']:.3f}"),
         ("2", "флипы и лёгкая аугментация", "02 · Аугментации (рисунок)",
          f"показаны на кадре; итоговый рецепт обучается без них (отражение против обучения без аугментаций: "
          f"{VERDICT_RU.get(flip_verdict, flip_verdict)}, `experiments/README.md`)"),
-        ("2", "3–5 визуализаций", "02 · Визуализации (рисунки, слайдер)", "5 кадров test, от худшего IoU к лучшему"),
+        ("2", "3–5 визуализаций", "02 · Визуализации (рисунок, слайдер)", "5 кадров test с равным шагом по рангу IoU"),
         ("3", "стадии классификатора без головы как энкодер, адаптеры 1×1, интерполяция", "03 · раздел 1",
          f"адаптеры до {bb_cfg['adapters']}; логиты 64×64 интерполируются до 128×128"),
         ("3", "вариант A: энкодер заморожен, обучается только сторона декодера", "03 · раздел 2 (вариант A)",
          f"обучаются {a['trainable_params']:,} из {a['params']:,} параметров; {test(a)}"),
         ("3", "вариант B: затем энкодер дообучается", "03 · раздел 3 (вариант B)", f"{b['epochs']} эпох после A; {test(b)}"),
-        ("3", "таблица сравнения с частью 2", "03 · раздел 4 (таблица, парный бутстреп на test)",
+        ("3", "таблица сравнения с частью 2", "03 · раздел 5 (таблица, парный бутстреп на test)",
          f"IoU на test: U-Net {u['test']['iou']:.3f}, A {a['test']['iou']:.3f}, B {b['test']['iou']:.3f}"),
     ]
     abl = w / "backbone_ablation.json"
     if abl.exists():
-        rows.append(("3", "почему бэкбон проигрывает (наше дополнение): разрешение выхода против переноса",
-                     "03 · раздел 5 (таблица, рисунок, вывод)", ablation_summary(json.loads(abl.read_text()))))
+        rows.append(("3", "откуда разрыв с U-Net (наше дополнение): разрешение выхода против переноса",
+                     "03 · раздел 6 (таблицы, рисунок, вывод)", ablation_summary(json.loads(abl.read_text()))))
     return "\n".join(["| часть | требование | где в отчёте | число |", "|---|---|---|---|"] +
                      [f"| {p} | {req} | {where} | {num} |" for p, req, where, num in rows])
 
