@@ -49,9 +49,10 @@ class Setup:
         """Where and how this notebook's models train (`Runs`)."""
         return Runs(self.out, self.mode, self.precision)
 
-    def about(self, info, source_size, **more):
-        """What a checkpoint records of its data besides the run: the profile, synthetic or not, the source size."""
-        return {**more, "profile": self.profile, "synthetic": info["synthetic"], "source_size": source_size}
+    def describe(self, meta, info, source_size, **more):
+        """A run's meta with what its checkpoint records of the data: the profile, synthetic or not, the size the
+        images are stored at (64: Tiny ImageNet; 128: the moon frames), and `more` (e.g. the class names)."""
+        return {**meta, **more, "profile": self.profile, "synthetic": info["synthetic"], "source_size": source_size}
 
 
 def setup(notebook, profile="auto", data_dir=None, output_dir=".", seed=0, precision="auto", train="auto", **overrides):

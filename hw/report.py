@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from .augment import BatchAugment, model_input
-from .core import count_params, save_json
+from .checkpoints import load_checkpoint
+from .core import ROOT, count_params, save_json
 from .data import BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, moon_selection
 from .metrics import ceiling_iou, paired_bootstrap_iou
+from .recipes import recipe
 from .plots import (browse, caption, formatted, interval, plot_bars, plot_confusion, plot_curves, plot_hist,
                     plot_history, plot_top5, show_images, show_segmentation, signed, stage_table)
 
@@ -614,3 +616,172 @@ def backbone_conclusion(cmp, abl, rows, meta, n_classes, demo=False, top=None):
     if top is not None:
         top.fill({k: f"IoU {iou[k]:.3f} ({ci[k]})" + (f"; против U-Net {_span(pairs[n])}" if n in pairs else "")
                   for n, k in zip(cmp.results, table.index)})
+
+
+# ------------------------------------------------------------------------------------------------------ the README
+# The README's result blocks (tools/readme_tables.py writes them between their markers), from the same files and with
+# the same formatting as the notebooks' tables.
+# Public submissions of this task, each number with its source (repository and file, read 2026-12-07); their val
+# scores, on their own data and splits: not our measurement.
+RG, KU = "romangorbunov91/custom-U-Net", "ku9efeld/NN-Architecture"
+
+
+PEERS = {"classifier": f"top-1 62 % на val, 10 классов ({RG}, `train_logs/customResNet.json`)",
+         "unet": f"IoU 0.433, Dice 0.604, pixel acc. 0.918 ({RG}, `README.md`); IoU 0.338 ({KU}, "
+                 "`Homework-3/Report.md`)",
+         "backbone_unet_finetuned": f"IoU 0.398 с предобученным бэкбоном ({RG}, `README.md`); IoU 0.260, вариант B "
+                                    f"({KU}, `Homework-3/Report.md`)",
+         "backbone_unet_frozen": f"IoU 0.220, вариант A ({KU}, `Homework-3/Report.md`)",
+         "backbone_unet_fullres": "—"}
+
+
+VERDICT_RU = {"better": "лучше", "worse": "хуже", "undecided": "не различимы"}
+
+
+def readme_results():
+    w = ROOT / "weights"
+    rows = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in PEERS
+            if (w / f"{n}_metrics.json").exists()}
+    if not rows:
+        return "_No committed run yet: `python run_all.py --profile cpu` writes it._"
+    lines = ["| модель | профиль | параметров (обучаемых) | обучение, мин | val (на нём делались выборы) | test, 95 % "
+             "интервал (кадры, которых не видел ни один выбор) | публичные сдачи (источник) |", "|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        t = r.get("test")
+        if name == "classifier":
+            val = f"top-1 {r['val_top1']:.1%}, top-5 {r['val_top5']:.1%} ({r['n_val']} картинок, {r['classes']} классов)"
+            test = (f"top-1 **{t['top1']:.1%}** ({interval(t['top1_ci'], '{:.1%}')}), top-5 {t['top5']:.1%} ({t['n']} картинок "
+                    f"официального val)" if t else "нет (в архиве курса нет официального val)")
+        else:
+            val = ("— (часть итогового обучения на train + val)" if r.get("fit_on") == "train+val" else
+                   f"IoU {r['iou']:.3f}, Dice {r['dice']:.3f}, pixel acc. {r['pixel_acc']:.3f} ({r['n_val']} кадров)")
+            test = (f"IoU **{t['iou']:.3f}** ({interval(t['iou_ci'])}), Dice {t['dice']:.3f}, pixel acc. "
+                    f"{t['pixel_acc']:.3f} ({t['n']} кадров; без {t['n'] - t['without_broken']['n']} битых: IoU "
+                    f"{t['without_broken']['iou']:.3f})" if t else "нет")
+        lines.append(f"| `{name}` | {r['profile']}{' (синтетика)' if r.get('synthetic') else ''} | "
+                     f"{r['params']:,} ({r['trainable_params']:,}) | {r['train_time_s'] / 60:.1f} | {val} | {test} | "
+                     f"{PEERS[name]} |")
+    lines.append("\n«Обучение, мин» — только эпохи обучения этой модели (B — без своего A). «Публичные сдачи» — "
+                 "числа из опубликованных решений этого задания (репозиторий и файл указаны; это их val). Это не наш "
+                 "замер: их данные, выборки и число классов другие, поэтому сравнивать стоит только порядок величин.")
+    t = w / "timings.json"
+    if t.exists():
+        tm = json.loads(t.read_text())
+        dates, machines, precisions = tm.get("dates", {}), tm.get("machines", {}), tm.get("precisions", {})
+        by_machine = {}
+        for k, v in tm["minutes"].items():
+            by_machine.setdefault((machines.get(k, "machine not recorded"), precisions.get(k, "precision not recorded")),
+                                  []).append((k, v))
+        for (machine, precision), nbs in by_machine.items():
+            parts = ", ".join(f"{k.split('.')[0]} {v:.1f} мин" + (f" ({dates[k]})" if k in dates else "")
+                              for k, v in nbs)
+            lines.append(f"\nВремя ноутбука целиком (обучение, оценка, рисунки; `{tm['profile']}`, запуск, обучивший "
+                         f"закоммиченные веса) на {machine} ({precision}): {parts}; **{sum(v for _, v in nbs):.1f} мин** "
+                         "(сумма только по ноутбукам, запущенным на этой машине).")
+    return "\n".join(lines)
+
+
+def readme_summary():
+    """The README's first block for a grader: each part of the task, what it is, and its headline number."""
+    w = ROOT / "weights"
+    names = ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned", "backbone_unet_fullres")
+    if not all((w / f"{n}_metrics.json").exists() for n in names):
+        return "_No committed run yet._"
+    cls, u, a, b, f = (json.loads((w / f"{n}_metrics.json").read_text()) for n in names)
+    iou = lambda m: f"IoU на test **{m['test']['iou']:.3f}** ({interval(m['test']['iou_ci'])})"          # noqa: E731
+    return "\n".join([
+        "| часть | что сделано | главное число |", "|---|---|---|",
+        f"| 1. Классификатор 128×128 | своя ResNet-подобная CNN, {cls['params']:,} параметров, {cls['classes']} классов "
+        f"Tiny ImageNet, свой стратифицированный split | top-1 на val **{cls['val_top1']:.1%}** "
+        f"({interval(cls['val_top1_ci'], '{:.1%}')}); по val выбраны рецепт и эпоха |",
+        f"| 2. U-Net | 4 уровня вниз / 4 вверх, база 32, max-pool, {u['params']:,} параметров, BCE + Dice | {iou(u)} |",
+        f"| 3. U-Net на бэкбоне | стадии классификатора + адаптеры 1×1: A (энкодер заморожен), B (дообучен после A); "
+        f"абляция: выход 128×128 против переноса признаков | A {iou(a)}, B {iou(b)}, B-128 (выход 128×128) {iou(f)} |",
+        "",
+        "Test — кадры, на которых не делался ни один выбор; интервал — 95 % бутстреп по кадрам test. Сравнения моделей "
+        "(парный бутстреп) — в `report/03_backbone_unet.pdf`, раздел 5; откуда разрыв с U-Net (абляция) — раздел 6."])
+
+
+def readme_splits():
+    """What each split of the README's results is, and what was decided where, from the code's constants and the
+    selection list (hw/moon_selection.json)."""
+    sel = moon_selection()
+    n_sel, pct = sum(map(len, sel.values())), lambda f: f"{100 * f:.0f}"                        # noqa: E731
+    r = recipe("cpu")
+    return (f"**Test** is what no choice looked at: {pct(MOON_TEST)} % of the moon frames (stratified by rock "
+            f"coverage, fixed seed; train / val / test = {pct(1 - MOON_TEST - MOON_VAL)} / "
+            f"{pct(MOON_VAL)} / {pct(MOON_TEST)} %), drawn only from frames outside the {n_sel} that "
+            f"served earlier choices (`hw/moon_selection.json`: the {len(sel['search_val'])} frames of the single-split "
+            f"search's validation split, which had also been the test split until it was replaced, and the "
+            f"{len(sel['protocol_val'])} of the seed protocol's validation split; they go to train and val only); for "
+            "the classifier, the official validation images of its classes (not in `../shared`: n/a). The interval is "
+            "the 95 % bootstrap interval over the test images. **Validation**: the classifier's recipe, its flip TTA "
+            "and its best epoch were chosen on it, so it is optimistic. **Decided under the seed protocol** "
+            "([experiments/README.md](experiments/README.md)): the U-Net's h-flip, epochs, data fraction, loss and the "
+            "threshold; **inherited from the earlier single-split search**: the U-Net's widths, A's and B's "
+            "augmentation and epochs, B's learning rate, flip TTA. The three segmentation models were then fit once on "
+            f"train + val with the epochs and the threshold ({r.unet.task.threshold}) fixed beforehand, so val scores none "
+            f"of them. Broken renders (`MaskSet.broken`: at least {pct(BROKEN_BLACK)} % of the lower half of "
+            f"the frame pure black, and the mask marking rock on at least {pct(BROKEN_ROCK)} % of those black "
+            "pixels; counted in notebook 02) are left out of training; the test IoU is also given without them.")
+
+
+def readme_checklist(decisions):
+    """The course task, point by point: where the report shows it and its number (from the metrics files and the
+    recipes of the cpu profile)."""
+    w = ROOT / "weights"
+    m = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in
+         ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned") if (w / f"{n}_metrics.json").exists()}
+    if len(m) < 4:
+        return "_No committed run yet._"
+    r = recipe(m["unet"]["profile"])
+    cls, u, a, b = m["classifier"], m["unet"], m["backbone_unet_frozen"], m["backbone_unet_finetuned"]
+    unet_cfg = load_checkpoint(w / "unet.pt")[0].config
+    bb_cfg = load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
+    aug = r.classifier.train.augment
+    test = lambda x: f"IoU на test {x['test']['iou']:.3f} ({interval(x['test']['iou_ci'])})"      # noqa: E731
+    flip_verdict = decisions["candidates"].get("hflip", {}).get("verdict", "not compared")
+    rows = [
+        ("1", "своя CNN, не больше ~5M параметров, вход 128×128×3", "01 · Архитектура", f"{cls['params']:,} параметров"),
+        ("1", "Tiny ImageNet-200, приведённый к 128×128 (любое число классов), свой стратифицированный split", "01 · Данные",
+         f"{cls['classes']} классов; {cls['n_val']} картинок в val, стратифицированный split 90/10"),
+        ("1", "аугментации", "01 · Аугментации (рисунок)",
+         f"random resized crop ({aug.scale[0]:.0%}–{aug.scale[1]:.0%} площади), отражение, цвет ±{aug.brightness:.0%}"),
+        ("1", "кривые loss и accuracy", "01 · Обучение (рисунок)", f"{r.classifier.train.epochs} эпох, train и val; лучшая — {cls['best_epoch']}"),
+        ("1", "итоговые метрики на валидации", "01 · Итоговые метрики",
+         f"top-1 {cls['val_top1']:.1%} ({interval(cls['val_top1_ci'], '{:.1%}')}), top-5 {cls['val_top5']:.1%}"),
+        ("1", "чекпоинт", "`weights/classifier.pt`", "`common.load_checkpoint` строит модель по одному этому файлу"),
+        ("2", "U-Net: 4 уровня вниз / 4 вверх со skip, база 32, max-pool, 1 канал с сигмоидой, вход 128×128×3",
+         "02 · Модель", f"ширины энкодера {unet_cfg['widths']}, декодера {unet_cfg['decoder']}"),
+        ("2", "не больше 2.5M параметров (±10 %)", "02 · Модель", f"{u['params']:,} параметров"),
+        ("2", "BCE и/или Dice", "02 · Функция потерь и обучение", f"BCE × {r.unet.task.bce:g} + Dice × {r.unet.task.dice:g}"),
+        ("2", "IoU, Dice, pixel accuracy", "02 · Итоговые метрики на test",
+         f"{test(u)}, Dice {u['test']['dice']:.3f}, pixel acc. {u['test']['pixel_acc']:.3f}"),
+        ("2", "флипы и лёгкая аугментация", "02 · Аугментации (рисунок)",
+         f"показаны на кадре; итоговый рецепт обучается без них (отражение против обучения без аугментаций: "
+         f"{VERDICT_RU.get(flip_verdict, flip_verdict)}, `experiments/README.md`)"),
+        ("2", "3–5 визуализаций", "02 · Визуализации (рисунок, слайдер)", "5 кадров test с равным шагом по рангу IoU"),
+        ("3", "стадии классификатора без головы как энкодер, адаптеры 1×1, интерполяция", "03 · раздел 1",
+         f"адаптеры до {bb_cfg['adapters']}; логиты 64×64 интерполируются до 128×128"),
+        ("3", "вариант A: энкодер заморожен, обучается только сторона декодера", "03 · раздел 2 (вариант A)",
+         f"обучаются {a['trainable_params']:,} из {a['params']:,} параметров; {test(a)}"),
+        ("3", "вариант B: затем энкодер дообучается", "03 · раздел 3 (вариант B)", f"{b['epochs']} эпох после A; {test(b)}"),
+        ("3", "таблица сравнения с частью 2", "03 · раздел 5 (таблица, парный бутстреп на test)",
+         f"IoU на test: U-Net {u['test']['iou']:.3f}, A {a['test']['iou']:.3f}, B {b['test']['iou']:.3f}"),
+    ]
+    abl = w / "backbone_ablation.json"
+    if abl.exists():
+        rows.append(("3", "откуда разрыв с U-Net (наше дополнение): разрешение выхода против переноса",
+                     "03 · раздел 6 (таблицы, рисунок, вывод)", _ablation_cell(json.loads(abl.read_text()))))
+    return "\n".join(["| часть | требование | где в отчёте | число |", "|---|---|---|---|"] +
+                     [f"| {p} | {req} | {where} | {num} |" for p, req, where, num in rows])
+
+
+def _ablation_cell(abl):
+    """One cell: the ceiling of a 64x64 output, and each final fit's test IoU against the U-Net's (paired bootstrap)."""
+    rows, words = {r["name"]: r for r in abl["rows"]}, ABLATION_NAMES
+    fits = [f"{words.get(n, n)} {r['test_iou']:.3f} ({signed(r['test_minus_unet']['diff'])} к U-Net, "
+            f"{signed(r['test_minus_unet']['low'])}…{signed(r['test_minus_unet']['high'])})"
+            for n, r in rows.items() if r["test_iou"] is not None]
+    return (f"идеальный выход 64×64 сохраняет IoU {rows['literal_B']['ceiling_iou']:.3f}; вариант, выбранный по val: "
+            f"{words.get(abl['best'], abl['best']) if abl['best'] else 'ни один не обошёл B'}; IoU на test: " + ", ".join(fits))
