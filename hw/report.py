@@ -568,13 +568,13 @@ def ablation_findings(abl, rows, cmp, demo=False):
     fr = next(r["diff_vs_literal_B"] for r in abl["rows"] if r["name"] == "fullres_B")
     closed = paired_bootstrap_iou(res_b["counts"], res_f["counts"])     # the 128x128 output on test, against B
     lines = [f"- **Разрешение выхода.** Идеальное предсказание на 64×64, возвращённое к 128×128, даёт на масках test "
-             f"IoU {row['literal_B']['ceiling_iou']:.3f}. Полноразмерный B против буквального B: на val {_span(fr)} — "
+             f"IoU {row['literal_B']['ceiling_iou']:.3f}. B-128 против B: на val {_span(fr)} — "
              f"{_word(row['fullres_B']['verdict_vs_literal_B'], 'выше при каждом seed', 'ниже при каждом seed')}; "
              f"на test {_span(closed)} — "
              f"{'выше' if closed['low'] > 0 else 'ниже' if closed['high'] < 0 else 'не различимы'}.",
-             f"- **Перенос.** Веса классификатора против случайных в той же сети (val): у буквального B "
+             f"- **Перенос.** Веса классификатора против случайных в той же сети (val): у B "
              f"{_span(c['transfer_literal'])} — {_word(c['transfer_literal']['verdict'], 'помогают', 'мешают')}; у "
-             f"полноразмерного {_span(c['transfer_fullres'])} — "
+             f"B-128 {_span(c['transfer_fullres'])} — "
              f"{_word(c['transfer_fullres']['verdict'], 'помогают', 'мешают')}."]
     for name in ("literal_B", abl["best"]):
         p = row[name]["test_minus_unet"]
@@ -605,11 +605,11 @@ def backbone_conclusion(cmp, abl, rows, meta, n_classes, demo=False, top=None):
         f"- {_verdict(pairs[b], 'B')} (парный бутстреп по кадрам test; каждая модель обучена с одним seed, разброс "
         "от seed в интервал не входит).",
         f"- Откуда разрыв (раздел 6): выход 64×64 сам по себе ограничивает IoU на test "
-        f"{row['literal_B']['ceiling_iou']:.3f}; полноразмерный вариант против буквального B на val — "
+        f"{row['literal_B']['ceiling_iou']:.3f}; B-128 против B на val — "
         f"{_word(row['fullres_B']['verdict_vs_literal_B'], 'выше', 'ниже')}, а на test против U-Net "
         f"{_span(row['fullres_B']['test_minus_unet'])}; "
         f"веса классификатора против случайных — {_word(c['transfer_literal']['verdict'], 'помогают', 'мешают')} "
-        f"(буквальная сеть) и {_word(c['transfer_fullres']['verdict'], 'помогают', 'мешают')} (полноразмерная).",
+        f"(сеть B) и {_word(c['transfer_fullres']['verdict'], 'помогают', 'мешают')} (сеть B-128).",
         f"- Цена: параметров у B {int(table['параметров'].iloc[2]):,} против {int(table['параметров'].iloc[0]):,} у "
         f"U-Net; обучение: U-Net {minutes.iloc[0]:.1f} мин, A {minutes.iloc[1]:.1f}, B вместе с A "
         f"{minutes.iloc[2]:.1f}.", reproducibility(meta, demo)])
