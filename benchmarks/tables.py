@@ -101,7 +101,7 @@ def colab_time_text():
             f"**{m[1]:.0f} min** for 02 and **{m[2]:.0f} min** for 03 (its four fits counted at the U-Net's cost per "
             f"frame): each notebook's training FLOPs at the share of the matmul peak that the H200 reached with older "
             f"code ({rows['classifier']['pct_of_peak']:.0f} % and {rows['unet']['pct_of_peak']:.0f} %), on the T4's "
-            f"nominal {T4_FP16_PEAK_GFLOPS / 1000:.0f} TFLOP/s in fp16 (`tools/readme_tables.py`, `colab_time_text`).")
+            f"nominal {T4_FP16_PEAK_GFLOPS / 1000:.0f} TFLOP/s in fp16 (`benchmarks/tables.py`, `colab_time_text`).")
 
 
 def times_table():

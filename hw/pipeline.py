@@ -99,7 +99,8 @@ def fit_data(train, val, fit_on_val):
 class Runs:
     """Where and how a notebook's models train: the output folder (weights/, runs/), the mode ("auto": reuse the
     weights in weights/ when trained under the same run key, else train, resuming an interrupted run; "train": train
-    anew; "reuse": only reuse), and the precision (None: this machine's)."""
+    even where reusable weights exist, resuming an unfinished run and restarting a finished one; "reuse": only
+    reuse), and the precision (None: this machine's)."""
     out: Path = ROOT
     mode: str = "auto"
     precision: object = None

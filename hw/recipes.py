@@ -49,6 +49,7 @@ class ModelRecipe:
     def build(self, classifier=None, start=None):
         """The model before training: a backbone U-Net carries the trained `classifier`'s stages; `start`: the
         trained model of `starts_from`, whose weights it takes."""
+        torch.manual_seed(self.train.seed)      # the initial weights are the seed's, whatever ran before
         if self.backbone:
             model = load_backbone(build_model({**self.architecture, "classifier": classifier.config}), classifier)
         else:
@@ -121,6 +122,8 @@ def vary(base, classes=None, synthetic=None, **models):
     pairs = {"frozen": ("backbone_unet_frozen", "backbone_unet_fullres_frozen"),
              "finetuned": ("backbone_unet_finetuned", "backbone_unet_fullres")}
     changes = {n: c for key, c in models.items() for n in pairs.get(key, (key,))}
+    if unknown := set(changes) - set(base.models()):
+        raise ValueError(f"no model {sorted(unknown)} in the recipe; its models: {list(base.models())}")
     new = {n: dataclasses.replace(m, train=dataclasses.replace(m.train, **changes.get(n, {})))
            for n, m in base.models().items()}
     if classes:

@@ -158,7 +158,7 @@ def classifier_augmentations(train, cfg, figures, seed=0):
                  "отражение, цвет) — так их видит сеть при обучении.")
 
 
-def classifier_curves(history, cfg, figures):
+def classifier_curves(history, figures):
     steps = history[history["input_size"].diff().fillna(1).ne(0)]       # the first epoch at each input size
     marks = {e - 0.5: f"вход {s} px" for e, s in zip(steps["epoch"], steps["input_size"])}
     fig = plot_history(history, ["loss", "top1", "top5"], "классификатор: кривые обучения",
@@ -191,7 +191,7 @@ def per_class(res, names, summary, figures):
     per["точность"] = [f"{v:.0%}" for v in per["точность"]]
     worst, best = per.head(5).reset_index(drop=True), per.tail(5).iloc[::-1].reset_index(drop=True)
     _show(pd.concat([worst, best], axis=1, keys=["хуже всего", "лучше всего"]).set_axis(
-        pd.RangeIndex(1, 6, name="место")))
+        pd.RangeIndex(1, len(worst) + 1, name="место")))
 
 
 def confusions(res, names, figures, n_pairs=10):
@@ -309,8 +309,8 @@ def segmentation_augmentations(train, augment, figures, seed=0):
     fig = show_images([x[0], *ai.round().byte(), m[0], *am.byte()],
                       ["оригинал"] + [f"аугментация {j}" for j in range(1, 5)] + [""] * 5, ncols=5,
                       path=figures / "02_augmentations.png")
-    _figure(fig, "Рисунок: один кадр и четыре его аугментации (кроп, отражения, поворот до 10°, цвет); "
-                 "геометрия одна для картинки и маски, цвет меняется только у картинки.")
+    _figure(fig, f"Рисунок: один кадр и четыре его аугментации (кроп, отражения, поворот до {augment.rotate:g}°, "
+                 "цвет); геометрия одна для картинки и маски, цвет меняется только у картинки.")
 
 
 def said(row):
@@ -438,26 +438,31 @@ def adapters(model):
 
 def unfreeze_dip(hist_a, hist_b, probe):
     """B's val IoU just after unfreezing, attributed: `probe` is `bn_refresh_probe` of A (its BatchNorm statistics
-    refreshed on the fit's frames, no weight changed)."""
+    refreshed on the fit's frames, no weight changed). Each clause is worded by what the numbers show."""
     a_last, b_first, iou = hist_a["val_iou"].iloc[-1], hist_b["val_iou"].iloc[0], hist_b["val_iou"]
     low, peak = int(iou.idxmin()) + 1, int(hist_b["lr"].idxmax()) + 1
+    if iou.min() >= a_last:
+        return _markdown(f"**После разморозки** val IoU B ни на одной эпохе не ниже последней эпохи A ({a_last:.3f}).")
     back = next((e + 1 for e, v in enumerate(iou) if e + 1 > low and v >= a_last), None)
-    bn = probe["frozen"] - probe["refreshed"]
-    drop = a_last - b_first
-    share = ("больше, чем падение за первую эпоху B, где вместе со статистиками меняются и веса" if bn >= drop else
-             "большую часть падения первой эпохи" if bn >= 0.5 * drop else "меньшую часть падения первой эпохи")
-    _markdown(
-        f"**Провал после разморозки.** На последней эпохе A val IoU {a_last:.3f}; после первой эпохи B — "
-        f"{b_first:.3f}, хотя скорость обучения ещё мала ({hist_b['lr'].iloc[0]:.5f}); минимум {iou.min():.3f} на "
-        f"эпохе {low} (пик скорости обучения {hist_b['lr'].max():.4f} — на эпохе {peak}); "
-        + (f"выше уровня A B снова с эпохи {back}. " if back else "уровня A B не возвращает. ") +
-        "Первая причина — BatchNorm: у A статистики стадий заморожены (Tiny ImageNet), у B они пересчитываются по "
-        "кадрам Луны. Проверка без обучения: те же веса A, у которых статистики BatchNorm один раз пересчитаны по "
-        f"кадрам обучения, дают val IoU {probe['refreshed']:.3f} против {probe['frozen']:.3f} у A (оба в fp32, без "
-        f"TTA) — это {share}. Вторая — разогрев one-cycle: минимум приходится на пик скорости "
-        "обучения всей сети. Прежний поиск на одном разбиении пробовал и замороженные статистики BatchNorm, и "
-        "меньший lr энкодера: итоговый IoU B они не сдвинули (`experiments/README.md`); по протоколу с seed это не "
-        "перепроверялось, и рецепт B не менялся.")
+    drop, bn = a_last - b_first, probe["frozen"] - probe["refreshed"]
+    lines = [f"**Провал после разморозки.** На последней эпохе A val IoU {a_last:.3f}; после первой эпохи B — "
+             f"{b_first:.3f} (скорость обучения ещё {hist_b['lr'].iloc[0]:.5f}); минимум {iou.min():.3f} на эпохе "
+             f"{low}, пик скорости обучения {hist_b['lr'].max():.4f} — на эпохе {peak}; " +
+             (f"выше уровня A B снова с эпохи {back}." if back else "уровня A B не возвращает."),
+             f"Проверка без обучения: те же веса A, у которых статистики BatchNorm один раз пересчитаны по кадрам "
+             f"обучения (так их пересчитывает B: у A они заморожены на Tiny ImageNet), дают val IoU "
+             f"{probe['refreshed']:.3f} против {probe['frozen']:.3f} у A (оба в fp32, без TTA)."]
+    if bn > 0 and drop > 0:
+        lines.append("Пересчёт статистик один объясняет " + (
+            "падение первой эпохи с избытком (в ней вместе со статистиками меняются и веса)." if bn >= drop else
+            "большую часть падения первой эпохи." if bn >= 0.5 * drop else "меньшую часть падения первой эпохи."))
+    else:
+        lines.append("Пересчёт статистик сам по себе IoU не снижает: провал не от BatchNorm.")
+    lines.append(("Минимум приходится на пик скорости обучения всей сети (разогрев one-cycle). " if abs(low - peak) <= 1
+                  else "") + "Прежний поиск на одном разбиении пробовал и замороженные статистики BatchNorm, и меньший "
+                 "lr энкодера: итоговый IoU B они не сдвинули (`experiments/README.md`); по протоколу с seed это не "
+                 "перепроверялось, и рецепт B не менялся.")
+    _markdown(" ".join(lines))
 
 
 def backbone_curves(weights, hist_a, hist_b, figures):
@@ -540,10 +545,10 @@ def ablation(abl, cmp, test, weights, classifier_commit):
     save_json({"protocol": abl["protocol"], "contrasts": abl["contrasts"], "best": abl["best"], "rows": rows},
               Path(weights) / "backbone_ablation.json")
     diffs = {r["name"]: r["diff_vs_literal_B"] for r in abl["rows"]}
-    _show(_table([{"вариант": ABLATION_NAMES[r["name"]], "IoU val по seed": " / ".join(f"{x:.3f}" for x in r["val_iou"]),
+    _show(_table([{"вариант": ABLATION_NAMES.get(r["name"], r["name"]), "IoU val по seed": " / ".join(f"{x:.3f}" for x in r["val_iou"]),
                    "против B на val": _span(diffs[r["name"]]) if diffs[r["name"]] else "—",
                    "вердикт": VERDICT[r["verdict_vs_literal_B"]]} for r in rows], "вариант"))
-    _show(_table([{"вариант": ABLATION_NAMES[r["name"]], "выход": f"{r['output_size']}×{r['output_size']}",
+    _show(_table([{"вариант": ABLATION_NAMES.get(r["name"], r["name"]), "выход": f"{r['output_size']}×{r['output_size']}",
                    "потолок IoU на test": f"{r['ceiling_iou']:.3f}", "обучение, мин": f"{r['train_minutes']:.1f}",
                    "классификатор": classifier_commit} for r in rows], "вариант"))
     print(f"val: {abl['n_val']} кадров, seed {' и '.join(map(str, abl['seeds']))}; {abl['comparisons']} сравнений, "
@@ -558,7 +563,7 @@ def fullres_vs_literal(test, cmp, figures, n=4):
     most = torch.argsort((res_f["iou_per_image"] - res_b["iou_per_image"]).abs(), descending=True)[:n].tolist()
     fig = show_segmentation(test, most, [("B", res_b), ("B-128", res_f)], figures / "03_fullres_vs_B.png",
                             probability=False)
-    _figure(fig, "Рисунок: четыре кадра test, на которых полноразмерный B (B-128) и B расходятся сильнее всего, — "
+    _figure(fig, f"Рисунок: {n} кадра test, на которых полноразмерный B (B-128) и B расходятся сильнее всего, — "
                  "вход, разметка и ошибки обоих.")
 
 
@@ -576,9 +581,9 @@ def ablation_findings(abl, rows, cmp, demo=False):
              f"{_span(c['transfer_literal'])} — {_word(c['transfer_literal']['verdict'], 'помогают', 'мешают')}; у "
              f"B-128 {_span(c['transfer_fullres'])} — "
              f"{_word(c['transfer_fullres']['verdict'], 'помогают', 'мешают')}."]
-    for name in ("literal_B", abl["best"]):
+    for name in ("literal_B", "fullres_B"):
         p = row[name]["test_minus_unet"]
-        lines.append(f"- **Test**, {ABLATION_NAMES[name]} против базового U-Net: {_span(p)} — "
+        lines.append(f"- **Test**, {ABLATION_NAMES.get(name, name)} против базового U-Net: {_span(p)} — "
                      f"{'выше' if p['low'] > 0 else 'ниже' if p['high'] < 0 else 'не различимы'}.")
     lines += ["- **Профиль demo:** строки val взяты из абляции на реальных данных, test — синтетический."] * demo
     _markdown(lines)
@@ -719,7 +724,8 @@ def readme_splits():
             "and its best epoch were chosen on it, so it is optimistic. **Decided under the seed protocol** "
             "([experiments/README.md](experiments/README.md)): the U-Net's h-flip, epochs, data fraction, loss and the "
             "threshold; **inherited from the earlier single-split search**: the U-Net's widths, A's and B's "
-            "augmentation and epochs, B's learning rate, flip TTA. The three segmentation models were then fit once on "
+            "augmentation and epochs, B's learning rate, flip TTA. The "
+            f"{sum(m.fit_on_val for m in r.models().values())} segmentation models were then fit once on "
             f"train + val with the epochs and the threshold ({r.unet.task.threshold}) fixed beforehand, so val scores none "
             f"of them. Broken renders (`MaskSet.broken`: at least {pct(BROKEN_BLACK)} % of the lower half of "
             f"the frame pure black, and the mask marking rock on at least {pct(BROKEN_ROCK)} % of those black "

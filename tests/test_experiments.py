@@ -150,3 +150,20 @@ def test_load_branch_starts_the_full_resolution_level_from_the_base_unets_first(
         sweep.load_branch(common.backbone_unet(cls.config, branch=(16,)), base)
     with pytest.raises(common.CheckpointError, match="no full-resolution level"):
         sweep.load_branch(common.backbone_unet(cls.config), base)
+
+
+def test_the_full_resolution_recipe_is_the_design_the_ablation_chose():
+    """Notebook 03 trains the full-resolution pair from the recipe (hw/recipes.py), not from the results file: the
+    recipe's architecture must be the one the ablation chose on val, and the notebooks' other backbone models the
+    ablation's A and B."""
+    from experiments import results
+    abl = results.load("backbone_ablation_val.json")
+    arch = {r["name"]: {k: v for k, v in r["architecture"].items() if k != "classifier"} for r in abl["rows"]}
+    assert abl["best"] == "fullres_B"
+    assert arch["fullres_B"] == common.CPU.backbone_unet_fullres.architecture
+    assert arch["literal_B"] == common.CPU.backbone_unet_finetuned.architecture
+
+
+def test_a_profile_names_only_models_of_the_recipe():
+    with pytest.raises(ValueError, match="no model"):
+        common.vary(common.CPU, fronzen=dict(epochs=1))
