@@ -90,6 +90,7 @@ def main(argv=None):
                        "threshold 0.5",
            "profile": a.profile, "seeds": seeds, "level": level, "comparisons": k, "n_val": len(val),
            "machine": runs[REFERENCE][seeds[0]][0]["machine"], "precision": runs[REFERENCE][seeds[0]][0]["precision"],
+           "classifier": sorted({r[0].get("classifier") for s in runs.values() for r in s.values()} - {None}),
            "rows": rows, "contrasts": contrasts, "best": best}
     common.save_json(out, a.into)
     print(json.dumps({r["name"]: [round(x, 4) for x in r["val_iou"]] + [r["verdict_vs_literal_B"]] for r in rows}))

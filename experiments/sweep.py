@@ -149,6 +149,7 @@ def run(args):
                            **({"train_fraction": args.train_fraction} if args.train_fraction < 1 else {}),
                            **({"encoder": "random"} if args.random_encoder else {}),
                            **({"init": init} if init else {})},
+               "classifier": common.weights_digest(args.classifier) if args.model != "unet" else None,
                "n_train": len(train), "architecture": best.config, "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
                "task": task.params(), "wall_s": time.time() - t0,
                "machine": common.machine(), "precision": common.compute_precision(verbose=False).name,
