@@ -5,9 +5,6 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# The classifier the backbone ablation (backbone_ablation_val.json) ran on: weights/classifier.pt at the commit that
-# added that file (git log -- experiments/results/backbone_ablation_val.json); the classifier was retrained after it.
-ABLATION_CLASSIFIER = "536d195"
 
 
 def load(name):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .augment import BatchAugment, model_input
-from .checkpoints import load_checkpoint
+from .checkpoints import load_checkpoint, weights_digest
 from .core import ROOT, count_params, save_json
 from .data import BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, moon_selection
 from .metrics import ceiling_iou, paired_bootstrap_iou
@@ -528,10 +528,12 @@ def side_by_side(test, cmp, figures, n=3):
                  "ошибки U-Net, A и B.")
 
 
-def ablation(abl, cmp, test, weights, classifier_commit):
-    """Every design of the ablation with its val scores (the rows are marked with the classifier they ran on), the
-    IoU ceiling of its output size on the test masks, and test scores for the final fits; written to
-    weights/backbone_ablation.json. Returns its rows."""
+def ablation(abl, cmp, test, weights):
+    """Every design of the ablation with its val scores, the IoU ceiling of its output size on the test masks, and
+    test scores for the final fits; written to weights/backbone_ablation.json. Whether the ablation trained on this
+    classifier (its weights' digest) is said, and where it did not, every row is marked. Returns its rows."""
+    current = weights_digest(Path(weights) / "classifier.pt")
+    same = abl.get("classifier") == [current]
     ceiling = {s: ceiling_iou(test.masks, s) for s in (64, 128)}        # a perfect prediction at that size
     rows = []
     for r in abl["rows"]:
@@ -550,11 +552,13 @@ def ablation(abl, cmp, test, weights, classifier_commit):
                    "вердикт": VERDICT[r["verdict_vs_literal_B"]]} for r in rows], "вариант"))
     _show(_table([{"вариант": ABLATION_NAMES.get(r["name"], r["name"]), "выход": f"{r['output_size']}×{r['output_size']}",
                    "потолок IoU на test": f"{r['ceiling_iou']:.3f}", "обучение, мин": f"{r['train_minutes']:.1f}",
-                   "классификатор": classifier_commit} for r in rows], "вариант"))
+                   **({} if same else {"классификатор": "прежний"})} for r in rows], "вариант"))
     print(f"val: {abl['n_val']} кадров, seed {' и '.join(map(str, abl['seeds']))}; {abl['comparisons']} сравнений, "
-          f"уровень интервалов {abl['level']:.1%} (Бонферрони); «обучение» — обучение на train в абляции (у B вместе с "
-          f"его A); «классификатор» — коммит классификатора, на котором шла абляция (тот же рецепт, прежнее "
-          f"обучение); «потолок» — IoU идеальной маски на test после выхода этого размера.")
+          f"уровень интервалов {abl['level']:.1%} (Бонферрони); «обучение» — минуты на train в абляции (у B вместе с "
+          f"его A; {abl['machine']}); «потолок» — IoU идеальной маски на test после выхода этого размера. " +
+          (f"Абляция обучена на том же классификаторе, что и итоговые модели (веса {current})." if same else
+           f"Абляция обучена на прежнем обучении классификатора (веса {', '.join(abl.get('classifier', [])) or '—'}), "
+           f"итоговые модели — на нынешнем ({current})."))
     return rows
 
 
