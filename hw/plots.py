@@ -18,17 +18,17 @@ def to_hwc(x):
     return x.permute(1, 2, 0).numpy().astype(np.uint8) if x.dtype == torch.uint8 else x
 
 
-WIDTH = 6.4        # inches: a figure's printed width in the PDF (nbconvert's LaTeX prints it at 0.9 of the 7.1-inch
-                   # text width), so a figure drawn this wide prints at its own scale and no text is under 8 pt
-SMALL = 8          # points: the smallest text in any figure (ticks, legends, panel titles)
+WIDTH = 6.0        # inches: at most a figure's printed width in the PDF (nbconvert's LaTeX prints it at 0.9 of the
+                   # 7.1-inch text width; labels outside the axes widen the saved image a little)
+SMALL = 9          # points: the smallest text in any figure (ticks, legends, panel titles), >= 8 pt printed
 LABELS = {"loss": "loss", "top1": "top-1", "top5": "top-5", "iou": "IoU", "dice": "Dice",
           "pixel_acc": "pixel accuracy"}
 
 
 def _figure(rows, cols, size, **kw):
     import matplotlib.pyplot as plt
-    plt.rcParams.update({"font.size": 9, "xtick.labelsize": SMALL, "ytick.labelsize": SMALL,
-                         "legend.fontsize": SMALL, "axes.titlesize": 9, "axes.labelsize": 9})
+    plt.rcParams.update({"font.size": SMALL, "xtick.labelsize": SMALL, "ytick.labelsize": SMALL,
+                         "legend.fontsize": SMALL, "axes.titlesize": SMALL + 1, "axes.labelsize": SMALL})
     return plt.subplots(rows, cols, figsize=size, squeeze=False, **kw)
 
 
@@ -62,9 +62,13 @@ def plot_curves(histories, metrics, title="", path=None, marks=None, splits=("va
                         rotation=90, va="top", ha="left")
         ax.set(xlabel="эпоха", title=LABELS.get(m, m) if len(splits) > 1 else f"{splits[0]} {LABELS.get(m, m)}")
         ax.grid(alpha=0.3)
-        ax.legend()
+    handles, labels = axes.flat[0].get_legend_handles_labels()     # one legend under the panels: none hides a mark
     fig.suptitle(title)
-    return _done(fig, path)
+    fig.tight_layout(rect=(0, 0.1 / rows, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    if path:
+        save_figure(fig, path)
+    return fig
 
 
 def plot_history(history, metrics, title="", path=None, marks=None):
@@ -103,8 +107,8 @@ def plot_confusion(conf, names, title, path=None):
     fig, axes = _figure(1, 1, (WIDTH, 5.4))
     ax = axes[0, 0]
     fig.colorbar(ax.imshow(conf, cmap="Blues"))
-    ax.set_xticks(range(len(names)), [n[:16] for n in names], rotation=90)
-    ax.set_yticks(range(len(names)), [n[:16] for n in names])
+    ax.set_xticks(range(len(names)), [n[:20] for n in names], rotation=90)
+    ax.set_yticks(range(len(names)), [n[:20] for n in names])
     ax.set(xlabel="предсказание", ylabel="истина", title=title)
     return _done(fig, path)
 
@@ -118,7 +122,7 @@ def plot_top5(images, labels, probs, names, pick, path=None):
     for (a, b), i in zip(axes.reshape(-1, 2), pick):
         p, k = probs[i].topk(min(5, len(names)))
         a.imshow(to_hwc(images[i]))
-        a.set_title(names[labels[i]][:16], fontsize=SMALL)
+        a.set_title(names[labels[i]][:20], fontsize=SMALL)
         b.axis("on")
         b.barh(range(len(k))[::-1], p.numpy(), color=["#7fc97f" if c == labels[i] else "#cccccc" for c in k])
         for y, c in zip(range(len(k))[::-1], k):       # the class names on their bars: the picture stays large
@@ -263,7 +267,7 @@ def show_segmentation(data, rows, models, path=None, probability=True):
         panels += [overlay_errors(data.images[i], r["probs"][i] > r["threshold"], data.masks[i]) for _, r in models]
         heads = cols + [f"{lab}: IoU {r['iou_per_image'][i]:.2f}" for lab, r in models]
         for j, (ax, p, h) in enumerate(zip(ax_row, panels, heads)):
-            _show(ax, p, h if j else f"{h}: кадр {data.ids[i]}", SMALL)
+            _show(ax, p, h if j else f"кадр {data.ids[i]}" + (", битый" if data.broken[i] else ""), SMALL)
     fig.suptitle("зелёный — верно, красный — лишнее, синий — пропущено",
                  y=1.0)
     return _done(fig, path)

@@ -99,7 +99,8 @@ def settings(cfg, task=None):
     a = cfg.augment
     flips = [n for n, on in (("горизонтальное", a.hflip), ("вертикальное", a.vflip)) if on]
     crop = a.scale != (1.0, 1.0) or a.ratio != (1.0, 1.0)
-    aug = [f"кроп {a.scale[0]:g}–{a.scale[1]:g} площади с пропорциями {a.ratio[0]:.2f}–{a.ratio[1]:.2f}"] * crop + \
+    area = "полной площади" if a.scale == (1.0, 1.0) else f"{a.scale[0]:.0%}–{a.scale[1]:.0%} площади"
+    aug = [f"кроп {area} с пропорциями {a.ratio[0]:.2f}–{a.ratio[1]:.2f}"] * crop + \
         [f"отражение {' и '.join(flips)}"] * bool(flips) + [f"поворот до {a.rotate:g}°"] * bool(a.rotate) + \
         [f"яркость ±{a.brightness:g}, контраст ±{a.contrast:g}, насыщенность ±{a.saturation:g}"] * bool(
             a.brightness or a.contrast or a.saturation)
@@ -119,7 +120,7 @@ def architecture(model, limit):
     """The per-stage table measured on the model, and its parameter count against the task's limit."""
     _show(stage_table(model))
     n = count_params(model)
-    print(f"параметров: {n:,} (лимит {limit:,}: {'OK' if n <= limit else 'ПРЕВЫШЕН'})")
+    print(f"параметров: {n:,} (не больше {limit:,}: {'OK' if n <= limit else 'ПРЕВЫШЕНО'})")
 
 
 # ------------------------------------------------------------------------------------------------ 01: classifier
@@ -152,7 +153,7 @@ def classifier_augmentations(train, cfg, figures, seed=0):
     x = train.images[:1].repeat(8, 1, 1, 1)
     out = BatchAugment(cfg.augment)(x, gen=torch.Generator().manual_seed(seed))
     fig = show_images(torch.cat([model_input(x[:1]), out]).round().clamp(0, 255).byte(),
-                      ["оригинал 128×128"] + [f"аугм. {i + 1}" for i in range(8)], ncols=9,
+                      ["оригинал"] + [f"аугм. {i + 1}" for i in range(8)], ncols=9,
                       path=figures / "01_augmentations.png")
     _figure(fig, "Рисунок: одно изображение, доведённое до 128×128, и восемь его случайных аугментаций (кроп, "
                  "отражение, цвет) — так их видит сеть при обучении.")
@@ -202,8 +203,8 @@ def confusions(res, names, figures, n_pairs=10):
     top = list(dict.fromkeys(c for _, a, b in pairs for c in (a, b)))[:12]   # the classes of the pairs, in order
     fig = plot_confusion(res["confusion"][top][:, top].numpy(), [names[c] for c in top],
                          "матрица ошибок для самых путаемых классов", figures / "01_confusion.png")
-    _figure(fig, "Рисунок: матрица ошибок на val для классов из самых частых путаниц (таблица выше), в "
-                 "порядке убывания путаницы; диагональ — верные ответы.")
+    _figure(fig, f"Рисунок: матрица ошибок на val для первых {len(top)} классов из самых частых путаниц (таблица "
+                 "выше), в порядке убывания путаницы; диагональ — верные ответы.")
 
 
 def browse_predictions(data, res, names):
@@ -250,7 +251,8 @@ def classifier_conclusion(summary, meta, history, cfg, n_train, demo=False, top=
                   f"{s['val_top1']:.1%} ({interval(s['val_top1_ci'], '{:.1%}')})", "val top-1 без TTA":
                   f"{s['val_top1_no_tta']:.1%}", "val top-5": f"{s['val_top5']:.1%}",
                   **({"test top-1 (официальный val)": f"{t['top1']:.1%}"} if t else {}),
-                  "обучение": f"{meta['train_time_s'] / 60:.1f} мин, {short_machine(meta['machine'])}"})
+                  "обучение (машина, обучившая веса)":
+                      f"{meta['train_time_s'] / 60:.1f} мин, {short_machine(meta['machine'])}"})
 
 
 # -------------------------------------------------------------------------------------------------------- 02: U-Net
@@ -408,11 +410,12 @@ def unet_conclusion(summary, meta, test, res, demo=False, top=None):
         f"- Худшие кадры (рисунок выше) — с {'малой' if worst < cov else 'большой'} долей камней: {worst:.1%} у 10 "
         f"худших против {cov:.1%} в целом.", reproducibility(meta, demo)])
     if top is not None:
-        top.fill({"параметров (бюджет 2.5 M ± 10 %)": f"{summary['params']:,}",
+        top.fill({"параметров (не больше 2.5 M, допуск +10 %)": f"{summary['params']:,}",
                   "IoU на test (95 % интервал)": f"{t['iou']:.3f} ({interval(t['iou_ci'])})",
                   "Dice / pixel accuracy на test": f"{t['dice']:.3f} / {t['pixel_acc']:.3f}",
                   "кадров test (битых)": f"{t['n']} ({t['n'] - t['without_broken']['n']})",
-                  "обучение (train + val)": f"{meta['train_time_s'] / 60:.1f} мин, {short_machine(meta['machine'])}"})
+                  "обучение на train + val (машина, обучившая веса)":
+                      f"{meta['train_time_s'] / 60:.1f} мин, {short_machine(meta['machine'])}"})
 
 
 # ------------------------------------------------------------------------------------------------ 03: backbone U-Net
@@ -426,10 +429,10 @@ def inputs(cls_meta, unet_meta, train, val, test):
 def adapters(model):
     """How the classifier's stages meet the decoder: per stage its stride, map, channels -> adapter, decoder level."""
     enc = model.encoder
-    names = ["stem"] + [f"stage{i}" for i in range(1, len(enc.backbone.stages))]
-    levels = (["последний (→ логиты 64×64 → 128×128)"] + [f"skip {len(enc.strides) - 1 - j}"
-                                                          for j in range(1, len(enc.strides) - 1)] + ["дно"])
-    _show(_table([{"стадия": n, "stride": s, "карта": f"{128 // s}×{128 // s}", "каналы → адаптер 1×1": f"{c} → {w}",
+    names = ["стем"] + [f"стадия {i}" for i in range(1, len(enc.backbone.stages))]
+    levels = (["последний (→ логиты 64×64 → 128×128)"] + [f"skip-связь {len(enc.strides) - 1 - j}"
+                                                          for j in range(1, len(enc.strides) - 1)] + ["вход декодера"])
+    _show(_table([{"стадия": n, "шаг": s, "карта": f"{128 // s}×{128 // s}", "каналы → адаптер 1×1": f"{c} → {w}",
                    "уровень декодера": lev} for n, s, c, w, lev in
                   zip(names, enc.strides, enc.backbone.out_channels, enc.out_channels, levels)], "стадия"))
     total, n_enc = count_params(model), sum(p.numel() for p in model.encoder_parameters())
