@@ -23,7 +23,7 @@ def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (x - m) / s
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AugmentConfig:
     """Per-sample random parameters; one affine grid per sample carries crop, flips, rotation together."""
     scale: tuple = (0.35, 1.0)      # area fraction of the random resized crop

@@ -116,12 +116,9 @@ CPU = Recipe(    # the real data on 2 CPU cores; the classifier grows its input 
                                augment=BACKBONE_AUGMENT))
 
 
-def vary(base, classes=None, synthetic=None, **models):
-    """A profile as its differences from `base`: classes, the synthetic data, and per model its `TrainConfig`
-    changes by keyword (the A/B pairs keyed "frozen" / "finetuned" change both pairs alike)."""
-    pairs = {"frozen": ("backbone_unet_frozen", "backbone_unet_fullres_frozen"),
-             "finetuned": ("backbone_unet_finetuned", "backbone_unet_fullres")}
-    changes = {n: c for key, c in models.items() for n in pairs.get(key, (key,))}
+def vary(base, classes=None, synthetic=None, **changes):
+    """A profile as its differences from `base`: classes, the synthetic data, and per model (by its name) its
+    `TrainConfig` changes by keyword."""
     if unknown := set(changes) - set(base.models()):
         raise ValueError(f"no model {sorted(unknown)} in the recipe; its models: {list(base.models())}")
     new = {n: dataclasses.replace(m, train=dataclasses.replace(m.train, **changes.get(n, {})))
@@ -132,17 +129,18 @@ def vary(base, classes=None, synthetic=None, **models):
     return dataclasses.replace(base, synthetic=synthetic, **new)
 
 
+AB = ("backbone_unet_frozen", "backbone_unet_finetuned", "backbone_unet_fullres_frozen", "backbone_unet_fullres")
 PROFILES = {
     # synthetic data made by `synthetic`: all three notebooks in under 3 minutes on 2 cores without native bf16
     # (it shows that the pipeline works, not the quality)
     "demo": vary(CPU, classes=10, classifier=dict(epochs=3, batch_size=64, full_size_at=0.6), unet=dict(epochs=4),
-                 frozen=dict(epochs=3), finetuned=dict(epochs=2),
+                 **dict(zip(AB, [dict(epochs=3), dict(epochs=2)] * 2)),
                  synthetic={"n_classes": 10, "n_train": 40, "n_val": 10, "n_moon": 40, "moon_size": (360, 240),
                             "broken": (5, 18, 31)}),
     "cpu": CPU,
     # all 200 classes and longer schedules on a CUDA GPU
     "gpu": vary(CPU, classes=200, classifier=dict(epochs=40, batch_size=256, lr=4e-3), unet=dict(epochs=80, batch_size=32),
-                frozen=dict(epochs=60, batch_size=32), finetuned=dict(epochs=60, batch_size=32)),
+                **{n: dict(epochs=60, batch_size=32) for n in AB}),
 }
 
 

@@ -18,7 +18,7 @@ from .evaluation import evaluate
 from .precision import compute_precision, timed
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """How a model is trained (what it learns is its task's: loss, metrics, threshold)."""
     epochs: int = 10
@@ -70,8 +70,14 @@ def train_step(model, x, y, task, opt, scaler, prec):
     return loss.detach(), out.detach()
 
 
-def to_device(model, device, prec):
-    return model.to(device).to(memory_format=prec.memory_format)
+def to_device(obj, device, prec=None):
+    """A model on `device` in the precision's memory layout; a split's tensors on a GPU, where the whole split lives
+    as uint8 and is augmented there (elsewhere a split stays as it is)."""
+    if isinstance(obj, torch.nn.Module):
+        return obj.to(device).to(memory_format=prec.memory_format)
+    if device.type != "cuda":
+        return obj
+    return type(obj)(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(obj).items()})
 
 
 def make_optimizer(model, cfg, total_steps):
@@ -96,13 +102,6 @@ def load_state(obj, state):
     obj.load_state_dict(state)
     for g, (fused, foreach) in zip(getattr(obj, "param_groups", []), kernel):
         g["fused"], g["foreach"] = fused, foreach
-
-
-def on_device(data, device):
-    """On a GPU the whole split lives there as uint8 and is augmented there; elsewhere it stays as it is."""
-    if device.type != "cuda":
-        return data
-    return type(data)(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in vars(data).items()})
 
 
 def resume_state(last, key, verbose=True):
@@ -147,7 +146,7 @@ def fit(model, train, val, cfg: TrainConfig, task, out_dir, precision=None, call
     key, last = run_key(cfg, task, model, train, val), out_dir / "last.pt"
     seed_everything(cfg.seed)
     to_device(model, device, prec)
-    train, n_batches = on_device(train, device), cfg.steps_per_epoch(len(train))
+    train, n_batches = to_device(train, device), cfg.steps_per_epoch(len(train))
     opt, sched = make_optimizer(model, cfg, cfg.epochs * n_batches)
     scaler, history, start, best = prec.scaler(), [], 0, -float("inf")
     check_every = 32 if device.type == "cuda" else 1     # the loss is checked every batch where that costs no wait
