@@ -19,7 +19,7 @@ from hw.data import (
 from hw.download import Archive, TINY_IMAGENET, download, tiny_imagenet_archive  # noqa: F401
 from hw.synthetic import make_synthetic_tiny_imagenet, make_synthetic_moon  # noqa: F401
 from hw.augment import (
-    IMAGENET_MEAN, IMAGENET_STD, normalize, AugmentConfig, BatchAugment, model_input, prepare_batch)  # noqa: F401
+    IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, BatchAugment, preprocess_batch)  # noqa: F401
 from hw.models import (
     BasicBlock, FlipTTA, ClassifierEncoder, UNetEncoder, AdaptedEncoder, BranchedEncoder, UNetDecoder,
     Classifier, SegmentationModel, unet, backbone_unet, load_backbone, with_weights, build_model)  # noqa: F401

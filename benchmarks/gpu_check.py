@@ -77,7 +77,7 @@ def compiled_step_img_s(make, data, cfg, task, prec, device, steps=20):
                 t0 = time.perf_counter()
                 out["compile_s" if compiled else "eager_warmup_s"] = t0 - t_compile
             idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen).to(device)
-            x, y = common.prepare_batch(data.images[idx], task.targets(data)[idx], device, prec, aug, gen)
+            x, y = common.preprocess_batch(data.images[idx], task.targets(data)[idx], device, prec, aug, gen)
             common.train_step(run, x, y, task, opt, scaler, prec)
         sync(device)
         out["compiled_img_s" if compiled else "eager_img_s"] = steps * cfg.batch_size / (time.perf_counter() - t0)

@@ -131,7 +131,7 @@ def time_ours(model, data, task, steps, batch, device, aug, prec):
             sync(device)
             t0, n = time.perf_counter(), 0
         idx = torch.randint(0, len(images), (batch,), generator=gen).to(device)
-        x, y = common.prepare_batch(images[idx], targets[idx], device, prec, aug, gen)
+        x, y = common.preprocess_batch(images[idx], targets[idx], device, prec, aug, gen)
         common.train_step(model, x, y, task, opt, scaler, prec)
         n += batch
     sync(device)

@@ -1,6 +1,7 @@
-"""The one input path of every model: a uint8 batch becomes the normalised float input (`prepare_batch`), in
-validation geometry (`model_input`) or augmented on its device (`BatchAugment`: one affine grid per sample moves image
-and mask together; colour factors per sample, vectorised). Training, evaluation and `preprocess` all go through it."""
+"""The one input path of every model, one verb: `preprocess_batch` makes a uint8 batch the normalised float input,
+in validation geometry (the whole image resized, `data.resize`) or augmented on its device (`BatchAugment`: one affine
+grid per sample moves image and mask together; colour factors per sample, vectorised); `checkpoints.preprocess` does
+the same for one image of any size. Training, evaluation and inference all go through it."""
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def _normalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """float 0..255 (N,3,H,W) -> normalised float (ImageNet's mean and std, stored in every checkpoint)."""
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255
@@ -96,17 +97,12 @@ class BatchAugment:
         return img, (m >= 0.5).float()
 
 
-def model_input(x, size=INPUT_SIZE):
-    """Validation-time geometry: the whole image resized to size x size (float 0..255)."""
-    return resize(x, size)
-
-
-def prepare_batch(x, y, device, prec, aug=None, gen=None):
+def preprocess_batch(x, y, device, prec, aug=None, gen=None):
     """A uint8 batch and its targets (labels (N,), masks (N,1,H,W), or None) -> the normalised float input on `device`
     in the precision's memory layout, and the targets: augmented by `aug` (training) or in validation geometry."""
     x, y = x.to(device, non_blocking=True), y if y is None else y.to(device, non_blocking=True)
     if y is not None and y.dim() == 4:     # masks move with their images
-        x, y = aug(x, y, gen) if aug else (model_input(x), y.float())
+        x, y = aug(x, y, gen) if aug else (resize(x, INPUT_SIZE), y.float())
     else:
-        x = aug(x, gen=gen) if aug else model_input(x)
-    return normalize(x).contiguous(memory_format=prec.memory_format), y
+        x = aug(x, gen=gen) if aug else resize(x, INPUT_SIZE)
+    return _normalize(x).contiguous(memory_format=prec.memory_format), y

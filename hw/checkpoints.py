@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD, model_input, normalize
+from .augment import IMAGENET_MEAN, IMAGENET_STD, _normalize
 from .core import INPUT_SIZE, CheckpointError, atomic_write, count_params, shown_path, tr
-from .data import pil_to_rgb, resize_uint8
+from .data import pil_to_rgb, resize, resize_uint8
 from .models import build_model
 from .precision import environment
 
@@ -70,7 +70,7 @@ def preprocess(pil_image, meta):
     builds it: RGB, resized to the stored source size (64 for Tiny ImageNet, 128 for the moon frames) and
     quantised to uint8 as the readers store it, then resized to the input size and normalised."""
     x = resize_uint8(pil_to_rgb(pil_image), meta.get("source_size", meta["input_size"]))[None]
-    return normalize(model_input(x, meta["input_size"]), meta["mean"], meta["std"])[0]
+    return _normalize(resize(x, meta["input_size"]), meta["mean"], meta["std"])[0]
 
 
 def weights_digest(source):

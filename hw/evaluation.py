@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .augment import prepare_batch
+from .augment import preprocess_batch
 from .metrics import bootstrap_iou, best_threshold, confusion_counts, per_image_iou, seg_metrics, topk_correct
 from .precision import evaluation_precision
 
@@ -20,7 +20,7 @@ def predict(model, images, batch_size=256, device=None, tta=None, precision=None
     fn = model if tta is None else lambda x: model.infer(x, tta)      # noqa: E731
     outs = []
     for i in range(0, len(images), batch_size):
-        x, _ = prepare_batch(images[i:i + batch_size], None, device, prec)
+        x, _ = preprocess_batch(images[i:i + batch_size], None, device, prec)
         with prec.autocast():
             outs.append(fn(x).float().cpu())
     return torch.cat(outs)
@@ -89,5 +89,5 @@ def bn_refresh_probe(model, fit_data, val, task, batch_size):
     device = next(m.parameters()).device
     prec = evaluation_precision(device)
     for i in range(0, len(fit_data), batch_size):
-        m.logits(prepare_batch(fit_data.images[i:i + batch_size], None, device, prec)[0])
+        m.logits(preprocess_batch(fit_data.images[i:i + batch_size], None, device, prec)[0])
     return {"frozen": frozen, "refreshed": evaluate(m, val, task)["iou"]}

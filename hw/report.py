@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import BatchAugment, model_input
+from .augment import BatchAugment
 from .checkpoints import load_checkpoint, weights_digest
 from .core import ROOT, count_params, save_json
-from .data import BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, moon_selection
+from .data import BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, moon_selection, resize
 from .metrics import ceiling_iou, paired_bootstrap_iou
 from .recipes import recipe
 from .plots import (browse, caption, formatted, interval, plot_bars, plot_confusion, plot_curves, plot_hist,
@@ -152,7 +152,7 @@ def classifier_augmentations(train, cfg, figures, seed=0):
     """One training image at 128x128 and eight random augmentations of it, as the network sees them."""
     x = train.images[:1].repeat(8, 1, 1, 1)
     out = BatchAugment(cfg.augment)(x, gen=torch.Generator().manual_seed(seed))
-    fig = show_images(torch.cat([model_input(x[:1]), out]).round().clamp(0, 255).byte(),
+    fig = show_images(torch.cat([resize(x[:1], out.shape[-1]), out]).round().clamp(0, 255).byte(),
                       ["оригинал"] + [f"аугм. {i + 1}" for i in range(8)], ncols=9,
                       path=figures / "01_augmentations.png")
     _figure(fig, "Рисунок: одно изображение, доведённое до 128×128, и восемь его случайных аугментаций (кроп, "

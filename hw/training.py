@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .augment import AugmentConfig, BatchAugment, prepare_batch
+from .augment import AugmentConfig, BatchAugment, preprocess_batch
 from .checkpoints import save_checkpoint
 from .core import INPUT_SIZE, CheckpointError, TrainingError, atomic_write, progress_bar, seed_everything, \
     shown_path, tr
@@ -170,7 +170,7 @@ def fit(model, train, val, cfg: TrainConfig, task, out_dir, precision=None, call
         task.start()
         for b in progress_bar(range(n_batches), True, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = prepare_batch(train.images[idx], task.targets(train)[idx], device, prec, aug, gen)
+            x, y = preprocess_batch(train.images[idx], task.targets(train)[idx], device, prec, aug, gen)
             loss, out = train_step(model, x, y, task, opt, scaler, prec)
             task.update(out.float(), y)
             sched.step()
@@ -234,7 +234,7 @@ def estimate_fit_time(model, train, val, cfg: TrainConfig, task, precision=None,
                     break
                 idx = torch.randint(0, len(train), (min(cfg.batch_size, len(train)),), generator=gen)
                 idx = idx.to(train.images.device)
-                x, y = prepare_batch(train.images[idx], task.targets(train)[idx], device, prec, aug, gen)
+                x, y = preprocess_batch(train.images[idx], task.targets(train)[idx], device, prec, aug, gen)
                 train_step(m, x, y, task, opt, scaler, prec)
                 sync()
                 times.append(time.perf_counter() - t0)

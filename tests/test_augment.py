@@ -33,18 +33,18 @@ def test_parameters_differ_per_sample_and_repeat_with_seed():
 
 
 def test_a_whole_image_crop_is_the_validation_resize():
-    """Training crops of the whole image (through the affine grid) and validation resizing (`model_input`) use the
+    """Training crops of the whole image (through the affine grid) and validation resizing (`resize` to 128, as `preprocess_batch` does) use the
     same 64->128 geometry."""
     x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     cfg = common.AugmentConfig(scale=(1, 1), ratio=(1, 1), hflip=False, brightness=0, contrast=0, saturation=0)
     out = common.BatchAugment(cfg)(x, gen=torch.Generator().manual_seed(0))
-    assert (out - common.model_input(x)).abs().max() < 1e-3
+    assert (out - common.resize(x, 128)).abs().max() < 1e-3
 
 
 def test_no_augmentation_returns_the_validation_input_and_mask():
     x = torch.randint(0, 256, (3, 3, 128, 128), dtype=torch.uint8)
     m = torch.randint(0, 2, (3, 1, 128, 128), dtype=torch.uint8)
     ai, am = common.BatchAugment(common.AugmentConfig.none())(x, m, torch.Generator().manual_seed(0))
-    assert torch.equal(ai, common.model_input(x)) and torch.equal(am, m.float())
+    assert torch.equal(ai, common.resize(x, 128)) and torch.equal(am, m.float())
     small = common.BatchAugment(common.AugmentConfig.none())(x[:, :, :64, :64], gen=torch.Generator())
     assert small.shape == (3, 3, 128, 128)          # a different size is still resized to the input size

@@ -1,4 +1,4 @@
-"""The benchmarks train through the library's own step (common.prepare_batch, common.train_step): a short run of
+"""The benchmarks train through the library's own step (common.preprocess_batch, common.train_step): a short run of
 each keeps them in step with it."""
 import json
 import subprocess

@@ -44,18 +44,22 @@ def test_bad_checkpoints(tmp_path):
 
 
 def test_preprocess_equals_validation_input(tiny_root, moon_root):
+    """One image from disk (`preprocess`) becomes exactly the input its stored uint8 copy gets in a validation batch
+    (`preprocess_batch`): the one input path."""
+    def batch_input(images):
+        return common.preprocess_batch(images, None, torch.device("cpu"), common.Precision("cpu", "fp32", False, ""))[0]
     ds = common.read_tiny_imagenet(tiny_root, classes=1, progress=False)
     meta = {"task": "classification", "input_size": 128, "source_size": 64,
             "mean": common.IMAGENET_MEAN, "std": common.IMAGENET_STD}
     f = sorted((tiny_root / "train" / "n90000000" / "images").iterdir())[3]
     x = common.preprocess(Image.open(f), meta)
-    ref = common.normalize(common.model_input(ds.images[3:4]), meta["mean"], meta["std"])[0]
+    ref = batch_input(ds.images[3:4])[0]
     assert x.shape == (3, 128, 128) and torch.allclose(x, ref, atol=1e-5)
 
     ms = common.read_moon(moon_root, progress=False)
     meta = dict(meta, task="segmentation", source_size=128)
     x = common.preprocess(Image.open(moon_root / "images" / "render" / "render0002.png"), meta)
-    ref = common.normalize(common.model_input(ms.images[1:2]), meta["mean"], meta["std"])[0]
+    ref = batch_input(ms.images[1:2])[0]
     assert torch.allclose(x, ref, atol=1e-5)
     big = Image.open(moon_root / "images" / "render" / "render0002.png").resize((720, 480), Image.BICUBIC)
     assert common.preprocess(big.convert("RGBA"), meta).shape == (3, 128, 128)

@@ -70,7 +70,7 @@ def inf_gradient_at(model, steps):
 def test_an_fp16_step_whose_gradients_overflow_is_skipped_and_the_next_one_is_taken(cls_data, small):
     model = common.to_device(small.classifier(), torch.device("cpu"), FP16)
     opt, scaler = torch.optim.AdamW(model.parameters(), lr=1e-2), FP16.scaler()
-    x, y = common.prepare_batch(cls_data[0].images[:16], cls_data[0].labels[:16], torch.device("cpu"), FP16)
+    x, y = common.preprocess_batch(cls_data[0].images[:16], cls_data[0].labels[:16], torch.device("cpu"), FP16)
     with FP16.autocast():
         assert model(x).dtype == torch.float16                  # the forward really runs in fp16
     before = [p.detach().clone() for p in model.parameters()]
