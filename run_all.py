@@ -125,8 +125,8 @@ def _finish(path):
     for d in (pm_meta, params):
         d.update({k: common.shown_path(v) for k, v in d.items() if isinstance(v, str) and v.startswith("/")})
     for c in nb.cells:
-        if "injected-parameters" in c.metadata.get("tags", []) and not c.source.startswith("# run_all.py"):
-            c.source = "# run_all.py ran this notebook with these parameters (a comment, so Run All uses the defaults):\n" + \
+        if "injected-parameters" in c.metadata.get("tags", []):       # rebuilt from the parameters: idempotent
+            c.source = "# run_all.py ran this notebook with these parameters\n# (a comment, so Run All uses the defaults):\n" + \
                 "\n".join(f"# {k} = {v!r}" for k, v in params.items())
     nbformat.write(nb, path)
 

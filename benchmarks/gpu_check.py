@@ -97,8 +97,7 @@ def main(argv=None):
     sizes = SMOKE if args.smoke else REAL
     recipe = common.recipe("gpu", num_classes=4 if args.smoke else None)
     if args.smoke:      # small batches and 2 epochs for the small sets (fp16 on a CPU is slow); the rest as profiled
-        recipe = common.vary(recipe, synthetic=recipe.synthetic,
-                             **{n: dict(batch_size=4, epochs=2) for n in recipe.models()})
+        recipe = common.vary(recipe, **{n: dict(batch_size=4, epochs=2) for n in recipe.models()})
     os.environ.setdefault("HW_STATIC_WIDGETS", "1")         # the printed line per epoch, no progress bars
     chosen = common.compute_precision(device)
     precisions = [chosen] + ([common.Precision(device.type, "fp16", True, "the T4's path")]

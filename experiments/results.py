@@ -4,6 +4,8 @@ quotes a result imports this module (`from experiments import results`)."""
 import json
 from pathlib import Path
 
+from common import interval, moon_selection, signed
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -23,30 +25,19 @@ def decisions():
 
 # ------------------------------------------------------------------------------ experiments/README.md's tables
 # written between their markers by tools/readme_tables.py
-def _sign(x):
-    import common
-    return common.signed(x)
-
-
-def _ci(c, fmt=".3f"):
-    import common
-    return common.interval(c, "{:" + fmt + "}")
-
-
 def retired_text():
     """The scores of the retired moon test split (experiments/retired_test.py -> results/retired_test_split.json)."""
     f = RESULTS / "retired_test_split.json"
     if not f.exists():
         return "_Run `python experiments/retired_test.py`._"
-    import common
-    d, sel = json.loads(f.read_text()), common.moon_selection()
+    d, sel = json.loads(f.read_text()), moon_selection()
     lines = [f"Until it was replaced, the moon test split ({len(sel['search_val'])} frames) was the very validation split "
              "of the single-split search (the same call, fraction and seed), and it was scored twice, each time by "
              "newly trained models, so its scores are no estimate on frames no choice saw. It is replaced by a test split "
              "drawn only from frames outside `hw/moon_selection.json`:", "",
              "| scored at commit | the models | U-Net | A | B |", "|---|---|---|---|---|"]
     for sc in d["scorings"]:
-        cells = [f"{m['iou']:.3f} ({_ci(m['iou_ci'])}, threshold {m['threshold']:.2f})" for m in sc["models"].values()]
+        cells = [f"{m['iou']:.3f} ({interval(m['iou_ci'])}, threshold {m['threshold']:.2f})" for m in sc["models"].values()]
         lines.append(f"| `{sc['commit']}` | {sc['what']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -113,15 +104,15 @@ def ablation_table():
         v = r["diff_vs_literal_B"]
         lines.append(f"| `{r['name']}` | {r['encoder']} | {r['frozen']} | {r['output_size']} | {r['epochs']} | "
                      f"{'/'.join(f'{x:.3f}' for x in r['val_iou'])} | " +
-                     (f"{_sign(v['diff'])}, {'/'.join(map(_sign, v['diff_per_seed']))}, {_sign(v['interval'][0])} to "
-                      f"{_sign(v['interval'][1])}" if v else "—") +
+                     (f"{signed(v['diff'])}, {'/'.join(map(signed, v['diff_per_seed']))}, {signed(v['interval'][0])} to "
+                      f"{signed(v['interval'][1])}" if v else "—") +
                      f" | **{r['verdict_vs_literal_B']}** | {r['val_ceiling_iou']:.3f} | {r['train_minutes']:.1f} |")
     lines += ["", "| contrast (transfer) | with the classifier's weights against random ones | per seed | interval | "
               "verdict |", "|---|---|---|---|---|"]
     for name, c in d["contrasts"].items():
-        lines.append(f"| {name} | `{c['with']}` − `{c['without']}`: {_sign(c['diff'])} | "
-                     f"{'/'.join(map(_sign, c['diff_per_seed']))} | {_sign(c['interval'][0])} to "
-                     f"{_sign(c['interval'][1])} | **{c['verdict']}** |")
+        lines.append(f"| {name} | `{c['with']}` − `{c['without']}`: {signed(c['diff'])} | "
+                     f"{'/'.join(map(signed, c['diff_per_seed']))} | {signed(c['interval'][0])} to "
+                     f"{signed(c['interval'][1])} | **{c['verdict']}** |")
     return "\n".join(lines)
 
 
@@ -175,15 +166,15 @@ def decisions_table():
     for r in d["candidates"]:
         lines.append(f"| `{r['candidate']}` | {r['changes'] or '—'} | "
                      f"{r['n_train'] if 'train_fraction' in r['changes'] else 'all'} | "
-                     f"{'/'.join(map(str, r['seeds']))} | {f3(r['iou'])} | {_sign(r['diff'])} | "
-                     f"{'/'.join(map(_sign, r['diff_per_seed']))} | {_sign(r['interval'][0])} to {_sign(r['interval'][1])} "
+                     f"{'/'.join(map(str, r['seeds']))} | {f3(r['iou'])} | {signed(r['diff'])} | "
+                     f"{'/'.join(map(signed, r['diff_per_seed']))} | {signed(r['interval'][0])} to {signed(r['interval'][1])} "
                      f"({r.get('level', d['level']):.1%}) | "
                      f"{'/'.join(map(str, r['best_epoch']))} | {'/'.join(f'{w:.1f}' for w in r['wall_min'])} | "
                      f"**{r['verdict']}** |")
     lines += ["", "| threshold tuned on val against 0.5: model | seeds | gain on the other half, mean | central 95 % of "
               "the halvings | thresholds chosen | verdict |", "|---|---|---|---|---|---|"]
     for t in d["threshold"]:
-        lines.append(f"| {t['model']} | {'/'.join(map(str, t['seeds']))} | {_sign(t['gain_mean'])} | "
-                     f"{_sign(t['gain_spread'][0])} to {_sign(t['gain_spread'][1])} | "
+        lines.append(f"| {t['model']} | {'/'.join(map(str, t['seeds']))} | {signed(t['gain_mean'])} | "
+                     f"{signed(t['gain_spread'][0])} to {signed(t['gain_spread'][1])} | "
                      f"{', '.join(f'{x:.2f}' for x in t['thresholds_chosen'])} | **{t['verdict']}** |")
     return "\n".join(lines)

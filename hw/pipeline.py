@@ -21,17 +21,42 @@ from .recipes import Recipe, recipe, resolve_profile
 from .training import estimate_fit_time, fit, resume_state, run_key
 
 
+@dataclass(frozen=True)
+class Runs:
+    """Where and how a notebook's models train: the output folder (weights/, runs/), the mode ("auto": reuse the
+    weights in weights/ when trained under the same run key, else train, resuming an interrupted run; "train": train
+    even where reusable weights exist, resuming an unfinished run and restarting a finished one; "reuse": only
+    reuse), and the precision (None: this machine's)."""
+    out: Path = ROOT
+    mode: str = "auto"
+    precision: object = None
+
+    def __post_init__(self):
+        if self.mode not in ("auto", "train", "reuse"):
+            raise ValueError(f"train must be 'auto', 'train' or 'reuse', not {self.mode!r}")
+
+    @property
+    def weights(self):
+        return Path(self.out) / "weights"
+
+
 @dataclass
 class Setup:
     """What a notebook's set-up cell decides: the profile and its recipe, the output folders, the precision."""
     profile: str
     recipe: Recipe
-    out: Path
+    runs: Runs
     data_dir: str | None
     seed: int
-    precision: object
-    mode: str = "auto"
     environment: dict = field(default_factory=dict)
+
+    @property
+    def out(self):
+        return self.runs.out
+
+    @property
+    def precision(self):
+        return self.runs.precision
 
     @property
     def demo(self):
@@ -43,11 +68,6 @@ class Setup:
 
     def datasets(self, kind, progress=True):
         return self.recipe.datasets(kind, self.data_dir, self.out, self.seed, progress)
-
-    @property
-    def runs(self):
-        """Where and how this notebook's models train (`Runs`)."""
-        return Runs(self.out, self.mode, self.precision)
 
     def describe(self, meta, info, source_size, **more):
         """A run's meta with what its checkpoint records of the data: the profile, synthetic or not, the size the
@@ -67,8 +87,8 @@ def setup(notebook, profile="auto", data_dir=None, output_dir=".", seed=0, preci
     report_formats()
     profile = resolve_profile(profile, data_dir, notebook)
     seed_everything(seed)
-    s = Setup(profile, recipe(profile, seed, **overrides), Path(output_dir), data_dir, seed,
-              compute_precision(precision=precision), Runs(mode=train).mode, environment())
+    runs = Runs(Path(output_dir), train, compute_precision(precision=precision))
+    s = Setup(profile, recipe(profile, seed, **overrides), runs, data_dir, seed, environment())
     print(tr(f"profile: {profile}; seed: {seed}; ", f"профиль: {profile}; seed: {seed}; ") +
           ", ".join(f"{k}: {v}" for k, v in s.environment.items()))
     if s.demo:
@@ -93,25 +113,6 @@ TRAIN_INSTEAD = (     # English, Russian
 def fit_data(train, val, fit_on_val):
     """What a final fit trains on: train, or with fit_on_val train + val without val's broken frames."""
     return train.join(val.subset(torch.nonzero(~val.broken).flatten())) if fit_on_val else train
-
-
-@dataclass(frozen=True)
-class Runs:
-    """Where and how a notebook's models train: the output folder (weights/, runs/), the mode ("auto": reuse the
-    weights in weights/ when trained under the same run key, else train, resuming an interrupted run; "train": train
-    even where reusable weights exist, resuming an unfinished run and restarting a finished one; "reuse": only
-    reuse), and the precision (None: this machine's)."""
-    out: Path = ROOT
-    mode: str = "auto"
-    precision: object = None
-
-    def __post_init__(self):
-        if self.mode not in ("auto", "train", "reuse"):
-            raise ValueError(f"train must be 'auto', 'train' or 'reuse', not {self.mode!r}")
-
-    @property
-    def weights(self):
-        return Path(self.out) / "weights"
 
 
 def reusable(name, key, weights):

@@ -117,8 +117,8 @@ CPU = Recipe(    # the real data on 2 CPU cores; the classifier grows its input 
 
 
 def vary(base, classes=None, synthetic=None, **changes):
-    """A profile as its differences from `base`: classes, the synthetic data, and per model (by its name) its
-    `TrainConfig` changes by keyword."""
+    """A profile as its differences from `base`: classes, the synthetic data (None: the base's), and per model (by
+    its name) its `TrainConfig` changes by keyword."""
     if unknown := set(changes) - set(base.models()):
         raise ValueError(f"no model {sorted(unknown)} in the recipe; its models: {list(base.models())}")
     new = {n: dataclasses.replace(m, train=dataclasses.replace(m.train, **changes.get(n, {})))
@@ -126,7 +126,7 @@ def vary(base, classes=None, synthetic=None, **changes):
     if classes:
         cls = new["classifier"]
         new["classifier"] = dataclasses.replace(cls, architecture={**cls.architecture, "num_classes": classes})
-    return dataclasses.replace(base, synthetic=synthetic, **new)
+    return dataclasses.replace(base, synthetic=base.synthetic if synthetic is None else synthetic, **new)
 
 
 AB = ("backbone_unet_frozen", "backbone_unet_finetuned", "backbone_unet_fullres_frozen", "backbone_unet_fullres")
@@ -147,7 +147,7 @@ PROFILES = {
 def recipe(profile, seed=0, epochs=None, batch_size=None, num_classes=None):
     """A profile's `Recipe` with the notebooks' overrides applied to every model."""
     change = {"seed": seed, **({"epochs": epochs} if epochs else {}), **({"batch_size": batch_size} if batch_size else {})}
-    return vary(PROFILES[profile], num_classes, PROFILES[profile].synthetic, **{n: change for n in CPU.models()})
+    return vary(PROFILES[profile], num_classes, **{n: change for n in CPU.models()})
 
 
 NOTEBOOK_DATA = {"01": ("tiny",), "02": ("moon",), "03": ("moon",)}    # what each notebook reads (03: also 01's weights)

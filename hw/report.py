@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .augment import BatchAugment
-from .checkpoints import load_checkpoint, weights_digest
+from .checkpoints import weights_digest
 from .core import ROOT, count_params, save_json
 from .data import BROKEN_BLACK, BROKEN_ROCK, MOON_TEST, MOON_VAL, moon_selection, resize
 from .metrics import ceiling_iou, paired_bootstrap_iou
@@ -52,6 +52,12 @@ def _figure(fig, text):
     import matplotlib.pyplot as plt
     plt.show()
     caption(text)
+
+
+def metrics(name, weights=None):
+    """weights/<name>_metrics.json as written by `export_final`, or None where there is none."""
+    f = Path(weights or ROOT / "weights") / f"{name}_metrics.json"
+    return json.loads(f.read_text()) if f.exists() else None
 
 
 def _pct(f):
@@ -94,16 +100,21 @@ class Summary:
         self.handle.update(pd.DataFrame({"значение": rows}).rename_axis("сводка"))
 
 
-def settings(cfg, task=None):
-    """A model's training recipe in one Russian paragraph (in place of the dataclasses' English repr)."""
-    a = cfg.augment
+def augment_words(a):
+    """An `AugmentConfig` in Russian words: "кроп 35%–100% площади с пропорциями 0.75–1.33, отражение ..."."""
     flips = [n for n, on in (("горизонтальное", a.hflip), ("вертикальное", a.vflip)) if on]
     crop = a.scale != (1.0, 1.0) or a.ratio != (1.0, 1.0)
     area = "полной площади" if a.scale == (1.0, 1.0) else f"{a.scale[0]:.0%}–{a.scale[1]:.0%} площади"
-    aug = [f"кроп {area} с пропорциями {a.ratio[0]:.2f}–{a.ratio[1]:.2f}"] * crop + \
+    words = [f"кроп {area} с пропорциями {a.ratio[0]:.2f}–{a.ratio[1]:.2f}"] * crop + \
         [f"отражение {' и '.join(flips)}"] * bool(flips) + [f"поворот до {a.rotate:g}°"] * bool(a.rotate) + \
         [f"яркость ±{a.brightness:g}, контраст ±{a.contrast:g}, насыщенность ±{a.saturation:g}"] * bool(
             a.brightness or a.contrast or a.saturation)
+    return ", ".join(words) or "нет"
+
+
+def settings(cfg, task=None):
+    """A model's training recipe in one Russian paragraph (in place of the dataclasses' English repr)."""
+    a = cfg.augment
     size = (f"вход растёт от {cfg.min_size} до 128 px к {cfg.full_size_at:.0%} эпох" if cfg.min_size
             else "вход 128×128 все эпохи")
     loss = ""
@@ -113,7 +124,7 @@ def settings(cfg, task=None):
                 else f"; потери: кросс-энтропия с label smoothing {p['label_smoothing']:g}")
     _markdown(f"**Рецепт:** {cfg.epochs} эпох, батч {cfg.batch_size}, AdamW с пиковым lr {cfg.lr:g} (one-cycle, "
               f"разогрев {cfg.warmup:.0%} шагов), weight decay {cfg.weight_decay:g}; {size}; энкодер "
-              f"{'заморожен' if cfg.freeze_encoder else 'обучается'}; аугментации: {', '.join(aug) or 'нет'}{loss}.")
+              f"{'заморожен' if cfg.freeze_encoder else 'обучается'}; аугментации: {augment_words(a)}{loss}.")
 
 
 def architecture(model, limit):
@@ -144,19 +155,20 @@ def class_samples(train, figures, n=12):
     idx = [int(np.flatnonzero(train.labels.numpy() == k)[0]) for k in range(min(len(train.names), n))]
     fig = show_images(train.images[idx], [train.names[train.labels[i]][:16] for i in idx], ncols=6,
                       path=figures / "01_samples.png")
-    _figure(fig, "Рисунок: по одному обучающему изображению первых классов (64×64, как в наборе) с "
-                 "названиями классов.")
+    side = train.images.shape[-1]
+    _figure(fig, f"Рисунок: по одному обучающему изображению первых {len(idx)} классов ({side}×{side}, как в "
+                 "наборе) с названиями классов.")
 
 
-def classifier_augmentations(train, cfg, figures, seed=0):
-    """One training image at 128x128 and eight random augmentations of it, as the network sees them."""
-    x = train.images[:1].repeat(8, 1, 1, 1)
+def classifier_augmentations(train, cfg, figures, seed=0, n=8):
+    """One training image at 128x128 and n random augmentations of it, as the network sees them."""
+    x = train.images[:1].repeat(n, 1, 1, 1)
     out = BatchAugment(cfg.augment)(x, gen=torch.Generator().manual_seed(seed))
     fig = show_images(torch.cat([resize(x[:1], out.shape[-1]), out]).round().clamp(0, 255).byte(),
-                      ["оригинал"] + [f"аугм. {i + 1}" for i in range(8)], ncols=9,
+                      ["оригинал"] + [f"аугм. {i + 1}" for i in range(n)], ncols=n + 1,
                       path=figures / "01_augmentations.png")
-    _figure(fig, "Рисунок: одно изображение, доведённое до 128×128, и восемь его случайных аугментаций (кроп, "
-                 "отражение, цвет) — так их видит сеть при обучении.")
+    _figure(fig, f"Рисунок: одно изображение, доведённое до {out.shape[-1]}×{out.shape[-1]}, и {n} его случайных "
+                 "аугментаций (кроп, отражение, цвет) — так их видит сеть при обучении.")
 
 
 def classifier_curves(history, figures):
@@ -218,10 +230,10 @@ def browse_predictions(data, res, names):
     return browse(len(data), render, "val №")
 
 
-def prediction_examples(data, res, names, figures, seed=0):
-    pick = np.random.default_rng(seed).choice(len(data), 6, replace=False)
+def prediction_examples(data, res, names, figures, seed=0, n=6):
+    pick = np.random.default_rng(seed).choice(len(data), n, replace=False)
     fig = plot_top5(data.images, data.labels, res["logits"].softmax(1), names, pick, figures / "01_predictions.png")
-    _figure(fig, "Рисунок (статическая версия слайдера): шесть случайных изображений val с истинным классом "
+    _figure(fig, f"Рисунок (статическая версия слайдера): {n} случайных изображений val с истинным классом "
                  "и top-5 вероятностями модели; зелёная полоса — истинный класс.")
 
 
@@ -371,6 +383,15 @@ def unet_metrics(summary, meta, epochs):
           f"{meta['machine']}")
 
 
+WORST = 10          # the worst frames by IoU whose rock coverage the report compares with all frames
+
+
+def _worst_coverage(test, res):
+    """The mean rock coverage of the WORST test frames by IoU, and of all test frames."""
+    order = torch.argsort(res["iou_per_image"])
+    return float(test.coverage[order[:WORST]].mean()), float(test.coverage.mean())
+
+
 def segmentation_examples(test, res, figures, n=5):
     """The slider's static version: n test frames at even ranks from the worst IoU to the best, and the rock
     coverage of the worst frames against all."""
@@ -379,8 +400,8 @@ def segmentation_examples(test, res, figures, n=5):
     fig = show_segmentation(test, show, [("U-Net", res)], figures / "02_predictions.png")
     _figure(fig, f"Рисунок (статическая версия слайдера): {n} кадров test с равным шагом по рангу IoU, от худшего к "
                  "лучшему; по столбцам — вход, вероятность камня, разметка и ошибки U-Net с IoU этого кадра.")
-    worst, cov = float(test.coverage[order[:10]].mean()), float(test.coverage.mean())
-    print(f"доля камней: у 10 худших по IoU кадров test {worst:.1%}, у всех кадров test {cov:.1%}")
+    worst, cov = _worst_coverage(test, res)
+    print(f"доля камней: у {WORST} худших по IoU кадров test {worst:.1%}, у всех кадров test {cov:.1%}")
 
 
 def browse_frames(test, models, order_by=0, probability=True):
@@ -396,8 +417,7 @@ def browse_frames(test, models, order_by=0, probability=True):
 
 
 def unet_conclusion(summary, meta, test, res, demo=False, top=None):
-    t, cov = summary["test"], float(test.coverage.mean())
-    worst = float(test.coverage[torch.argsort(res["iou_per_image"])[:10]].mean())
+    t, (worst, cov) = summary["test"], _worst_coverage(test, res)
     _markdown([
         f"- U-Net: **{summary['params']:,}** параметров (бюджет 2.5 M), обучение на train + val "
         f"{meta['train_time_s'] / 60:.1f} мин на {meta['machine']}.",
@@ -407,7 +427,7 @@ def unet_conclusion(summary, meta, test, res, demo=False, top=None):
         f"битых кадров IoU = {t['without_broken']['iou']:.3f}; без flip TTA IoU = {t['iou_no_tta']:.3f}.",
         f"- Камни занимают {cov:.1%} кадров test, поэтому pixel accuracy высока и у слабой модели (всё-фон дал бы "
         f"{1 - cov:.1%}); судить стоит по IoU и Dice.",
-        f"- Худшие кадры (рисунок выше) — с {'малой' if worst < cov else 'большой'} долей камней: {worst:.1%} у 10 "
+        f"- Худшие кадры (рисунок выше) — с {'малой' if worst < cov else 'большой'} долей камней: {worst:.1%} у {WORST} "
         f"худших против {cov:.1%} в целом.", reproducibility(meta, demo)])
     if top is not None:
         top.fill({"параметров (не больше 2.5 M, допуск +10 %)": f"{summary['params']:,}",
@@ -500,7 +520,7 @@ def comparison(weights, test, recipe, **results):
     a model's training minutes with those of the model it starts from (`recipe`). Shows the table and the paired
     differences to the U-Net; returns a `Comparison`. A model without a label in NAMES shows its name."""
     import pandas as pd
-    s = {n: json.loads((Path(weights) / f"{n}_metrics.json").read_text()) for n in results}
+    s = {n: metrics(n, weights) for n in results}
     minutes = {n: v["train_time_s"] / 60 for n, v in s.items()}
     for n, m in recipe.models().items():
         if n in minutes and m.starts_from in s:
@@ -541,7 +561,7 @@ def ablation(abl, cmp, test, weights):
     rows = []
     for r in abl["rows"]:
         w = ABLATION_WEIGHTS.get(r["name"])
-        t = json.loads((Path(weights) / f"{w}_metrics.json").read_text())["test"] if w in cmp.pairs else None
+        t = metrics(w, weights)["test"] if w in cmp.pairs else None
         rows.append({**{k: r[k] for k in ("name", "encoder", "frozen", "output_size", "seeds", "val_iou",
                                           "verdict_vs_literal_B", "train_minutes")},
                      "ceiling_iou": ceiling[r["output_size"]], "test_iou": t and t["iou"],
@@ -652,8 +672,7 @@ VERDICT_RU = {"better": "лучше", "worse": "хуже", "undecided": "не р
 
 def readme_results():
     w = ROOT / "weights"
-    rows = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in PEERS
-            if (w / f"{n}_metrics.json").exists()}
+    rows = {n: m for n in PEERS if (m := metrics(n))}
     if not rows:
         return "_No committed run yet: `python run_all.py --profile cpu` writes it._"
     lines = ["| модель | профиль | параметров (обучаемых) | обучение, мин | val (на нём делались выборы) | test, 95 % "
@@ -695,11 +714,10 @@ def readme_results():
 
 def readme_summary():
     """The README's first block for a grader: each part of the task, what it is, and its headline number."""
-    w = ROOT / "weights"
     names = ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned", "backbone_unet_fullres")
-    if not all((w / f"{n}_metrics.json").exists() for n in names):
+    if not all(metrics(n) for n in names):
         return "_No committed run yet._"
-    cls, u, a, b, f = (json.loads((w / f"{n}_metrics.json").read_text()) for n in names)
+    cls, u, a, b, f = (metrics(n) for n in names)
     iou = lambda m: f"IoU на test **{m['test']['iou']:.3f}** ({interval(m['test']['iou_ci'])})"          # noqa: E731
     return "\n".join([
         "| часть | что сделано | главное число |", "|---|---|---|",
@@ -742,15 +760,13 @@ def readme_splits():
 def readme_checklist(decisions):
     """The course task, point by point: where the report shows it and its number (from the metrics files and the
     recipes of the cpu profile)."""
-    w = ROOT / "weights"
-    m = {n: json.loads((w / f"{n}_metrics.json").read_text()) for n in
-         ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned") if (w / f"{n}_metrics.json").exists()}
+    m = {n: v for n in ("classifier", "unet", "backbone_unet_frozen", "backbone_unet_finetuned")
+         if (v := metrics(n))}
     if len(m) < 4:
         return "_No committed run yet._"
     r = recipe(m["unet"]["profile"])
     cls, u, a, b = m["classifier"], m["unet"], m["backbone_unet_frozen"], m["backbone_unet_finetuned"]
-    unet_cfg = load_checkpoint(w / "unet.pt")[0].config
-    bb_cfg = load_checkpoint(w / "backbone_unet_frozen.pt")[0].config
+    unet_cfg, bb_cfg = r.unet.architecture, r.backbone_unet_frozen.architecture     # as trained: a test checks it
     aug = r.classifier.train.augment
     test = lambda x: f"IoU на test {x['test']['iou']:.3f} ({interval(x['test']['iou_ci'])})"      # noqa: E731
     flip_verdict = decisions["candidates"].get("hflip", {}).get("verdict", "not compared")
@@ -759,7 +775,7 @@ def readme_checklist(decisions):
         ("1", "Tiny ImageNet-200, приведённый к 128×128 (любое число классов), свой стратифицированный split", "01 · Данные",
          f"{cls['classes']} классов; {cls['n_val']} картинок в val, стратифицированный split 90/10"),
         ("1", "аугментации", "01 · Аугментации (рисунок)",
-         f"random resized crop ({aug.scale[0]:.0%}–{aug.scale[1]:.0%} площади), отражение, цвет ±{aug.brightness:.0%}"),
+         augment_words(aug)),
         ("1", "кривые loss и accuracy", "01 · Обучение (рисунок)", f"{r.classifier.train.epochs} эпох, train и val; лучшая — {cls['best_epoch']}"),
         ("1", "итоговые метрики на валидации", "01 · Итоговые метрики",
          f"top-1 {cls['val_top1']:.1%} ({interval(cls['val_top1_ci'], '{:.1%}')}), top-5 {cls['val_top5']:.1%}"),
@@ -782,7 +798,7 @@ def readme_checklist(decisions):
         ("3", "таблица сравнения с частью 2", "03 · раздел 5 (таблица, парный бутстреп на test)",
          f"IoU на test: U-Net {u['test']['iou']:.3f}, A {a['test']['iou']:.3f}, B {b['test']['iou']:.3f}"),
     ]
-    abl = w / "backbone_ablation.json"
+    abl = ROOT / "weights" / "backbone_ablation.json"
     if abl.exists():
         rows.append(("3", "откуда разрыв с U-Net (наше дополнение): разрешение выхода против переноса",
                      "03 · раздел 6 (таблицы, рисунок, вывод)", _ablation_cell(json.loads(abl.read_text()))))

@@ -23,29 +23,34 @@ NOTEBOOKS = ["01_classifier.ipynb", "02_unet.ipynb", "03_backbone_unet.ipynb"]
 PYPROJECT = ROOT / "pyproject.toml"
 
 SETUP_CELL = '''\
-# Colab: код проекта (common.py, hw/) — из папки на Google Диске или неглубокий клон с GitHub; всё остальное в Colab
-# уже есть (его torch и ядро не меняются); вне Colab ячейка ничего не делает
-REPO_URL = {url!r}  # пишет `python tools/set_repository.py` (из git remote), не править
+# Colab: код проекта (common.py, hw/) — из папки на Google Диске или неглубокий клон
+# с GitHub; всё остальное в Colab уже есть (его torch и ядро не меняются);
+# вне Colab ячейка ничего не делает
+REPO_URL = {url!r}  # пишет `python tools/set_repository.py` (из git remote)
 import os, subprocess, sys
 from pathlib import Path
 if "google.colab" in sys.modules and not Path("common.py").exists():
     def project(base):  # папка с common.py и hw/: сама base или на один-два уровня ниже
-        found = [base / "common.py", *base.glob("*/common.py"), *base.glob("*/*/common.py")]
+        found = [base / "common.py", *base.glob("*/common.py"),
+                 *base.glob("*/*/common.py")]
         return next((p.parent for p in found if (p.parent / "hw").is_dir()), None)
     here, drive = Path.cwd(), Path.cwd() / "drive"
     repo = project(here) or (project(drive / "MyDrive") if drive.is_dir() else None)
     if repo is None and REPO_URL:
         repo = here / REPO_URL.rstrip("/").split("/")[-1]
-        if subprocess.run(["git", "clone", "-q", "--depth", "1", REPO_URL, str(repo)]).returncode:
-            raise SystemExit(f"Не удалось клонировать {{REPO_URL}} в {{repo}}: проверьте, что репозиторий публичный, "
-                             "и удалите папку, если она осталась от прерванной попытки.")
+        clone = ["git", "clone", "-q", "--depth", "1", REPO_URL, str(repo)]
+        if subprocess.run(clone).returncode:
+            raise SystemExit(f"Не удалось клонировать {{REPO_URL}} в {{repo}}: проверьте, "
+                             "что репозиторий публичный, и удалите папку, если она "
+                             "осталась от прерванной попытки.")
     if repo is None:  # ноутбук открыт с Google Диска: подключить Диск и искать там
         from google.colab import drive as gdrive
         gdrive.mount(str(drive))
         repo = project(drive / "MyDrive")
     if repo is None:
-        raise SystemExit("Код проекта не найден: положите папку проекта на Google Диск и запустите ячейку снова "
-                         "(или выполните `python tools/set_repository.py` в своём клоне и git push).")
+        raise SystemExit("Код проекта не найден: положите папку проекта на Google Диск "
+                         "и запустите ячейку снова (или выполните "
+                         "`python tools/set_repository.py` в своём клоне и git push).")
     os.chdir(repo)
     sys.path.insert(0, str(repo))'''
 LINK_NONE = ("Открыть в Colab: ссылка появится после `python tools/set_repository.py` (адрес репозитория берётся "
